@@ -1,0 +1,220 @@
+"""``fit``: cutouts + initial guesses + model -> catalog.  The fitter's Python entry point.
+
+>>> from galmoss_auto.fitting import fit, read_cutout
+>>> cutouts = [read_cutout("gal1.fits", sigma="gal1_sigma.fits", psf="psf.fits", zeropoint=22.5)]
+>>> catalog = fit(cutouts, {"sersic_x": [64.2], "sersic_y": [63.8], "sersic_mag": [17.1],
+...                         "sersic_r_e": [6.0], "sersic_n": [2.0], "sersic_q": [0.7],
+...                         "sersic_pa": [30.0]})
+>>> catalog["sersic_r_e", "sersic_r_e_err", "chi2_nu", "flags"]
+
+Cutouts are grouped (with/without PSF), sorted by size into batches of ``batch_size`` (a batch
+is padded to its largest member), fitted together on ``device``, and the rows are returned in
+the input order.  A batch that raises is split until the offending galaxy is isolated; that
+galaxy gets Flag.FIT_FAILED and the others are fitted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .adam import AdamSettings, adam
+from .catalog import build_catalog, merge_in_order
+from .conventions import wrap_pa_deg
+from .flags import Flag
+from .lm import LMSettings, levenberg_marquardt
+from .model import Model, default_model
+from .problem import FitProblem
+from .render import RenderConfig
+from .uncertainty import catalog_jacobian, covariance, propagate
+
+__all__ = ["fit", "model_images"]
+
+log = logging.getLogger(__name__)
+
+
+def _init_columns(init, cutouts) -> dict:
+    """Init table/dict -> {column: array}, reordered by ``id`` when the table has one."""
+    if init is None:
+        return {}
+    if hasattr(init, "colnames"):
+        cols = {name: np.asarray(init[name]) for name in init.colnames}
+    else:
+        cols = {k: np.asarray(v) for k, v in dict(init).items()}
+    if "id" in cols:
+        ids = [str(i) for i in cols["id"]]
+        want = [str(c.id) for c in cutouts]
+        if ids != want:
+            where = {i: k for k, i in enumerate(ids)}
+            missing = [i for i in want if i not in where]
+            if missing:
+                raise KeyError(f"initial-guess table has no row for id(s) {missing[:5]}")
+            order = np.array([where[i] for i in want])
+            cols = {k: v[order] for k, v in cols.items()}
+    return cols
+
+
+def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", errors: str = "covariance",
+        n_bootstrap: int = 50, device=None, batch_size: int = 256, render_config: RenderConfig | None = None,
+        lm_settings: LMSettings | None = None, adam_settings: AdamSettings | None = None,
+        seed: int = 0, scale_errors: bool = False):
+    """Fit ``model`` to every cutout; return the catalog (astropy Table, one row per cutout).
+
+    cutouts : list of :class:`~galmoss_auto.fitting.cutout.Cutout`.
+    init : astropy Table or dict of columns ``<component>_<param>`` in catalog conventions, one
+        row per cutout (matched by an ``id`` column if present, else by order).  Missing columns
+        get a guess from the image.
+    model : default one Sérsic component named ``sersic``.
+    method : ``"lm"`` (Levenberg–Marquardt, default) or ``"adam"``.
+    errors : ``"covariance"`` (sqrt diag (JᵀWJ)⁻¹), ``"bootstrap"`` (``n_bootstrap`` Poisson
+        replicates per galaxy) or ``"none"``.
+    scale_errors : multiply covariance errors by sqrt(chi2_nu) (off by default, as in GALFIT).
+    """
+    if method not in ("lm", "adam"):
+        raise ValueError(f"method must be 'lm' or 'adam', got {method!r}")
+    if errors not in ("covariance", "bootstrap", "none"):
+        raise ValueError(f"errors must be 'covariance', 'bootstrap' or 'none', got {errors!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model = model or default_model()
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cutouts = list(cutouts)
+    if not cutouts:
+        return build_catalog(model, [], {}, None, [], [], [], [], [])
+    cols = _init_columns(init, cutouts)
+    opts = dict(model=model, method=method, errors=errors, n_bootstrap=n_bootstrap, device=device,
+                config=render_config or RenderConfig(), lm=lm_settings or LMSettings(),
+                adam=adam_settings or AdamSettings(), seed=seed, scale_errors=scale_errors)
+    groups: dict = {}
+    for i, c in enumerate(cutouts):
+        groups.setdefault(c.psf is not None, []).append(i)
+    tables = []
+    for idx in groups.values():
+        idx = sorted(idx, key=lambda i: (cutouts[i].shape[0] * cutouts[i].shape[1], cutouts[i].shape))
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start:start + batch_size]
+            tables.append(_fit_isolating([cutouts[i] for i in chunk],
+                                         {k: v[chunk] for k, v in cols.items()}, opts))
+    return merge_in_order(tables, [c.id for c in cutouts])
+
+
+def _fit_isolating(cutouts, cols, opts):
+    """Fit a batch; if it raises, split it so one bad galaxy cannot stop the others."""
+    try:
+        return _fit_batch(cutouts, cols, opts)
+    except (RuntimeError, ValueError, torch.linalg.LinAlgError) as exc:
+        if len(cutouts) == 1:
+            log.warning("fit of %s failed: %s", cutouts[0].id, exc)
+            model = opts["model"]
+            n = 1
+            return build_catalog(model, [cutouts[0].id], {}, None, [np.nan], [0],
+                                 [int(Flag.FIT_FAILED) | cutouts[0].flags], [cutouts[0].n_bad_pixels],
+                                 [cutouts[0].pixel_scale] * n)
+        half = len(cutouts) // 2
+        left = {k: v[:half] for k, v in cols.items()}
+        right = {k: v[half:] for k, v in cols.items()}
+        return merge_in_order([_fit_isolating(cutouts[:half], left, opts),
+                               _fit_isolating(cutouts[half:], right, opts)], [c.id for c in cutouts])
+
+
+def _fit_batch(cutouts, cols, opts):
+    model: Model = opts["model"]
+    device = opts["device"]
+    problem = FitProblem(model, cutouts, device=device, config=opts["config"])
+    full0 = model.initial_full(cols, cutouts).to(device)
+    free0, b = model.split(full0)
+    free0 = torch.minimum(torch.maximum(free0, problem.lower), problem.upper)
+    if opts["method"] == "lm":
+        free, chi2, n_iter, converged = levenberg_marquardt(problem, free0, b, opts["lm"])
+    else:
+        free, chi2, n_iter, converged = adam(problem, free0, b, opts["adam"])
+    B, F = free.shape
+    flags = torch.tensor([c.flags for c in cutouts], dtype=torch.long, device=device)
+    flags |= torch.where(converged, 0, int(Flag.NOT_CONVERGED))
+    span = (problem.upper - problem.lower).clamp(max=1e6)
+    tol = 1e-6 * torch.where(torch.isfinite(span), span, torch.ones_like(span)) + 1e-9
+    at_bound = ((free - problem.lower).abs() < tol) | ((problem.upper - free).abs() < tol)
+    flags |= torch.where(at_bound.any(1), int(Flag.AT_BOUND), 0)
+    n_bad = torch.tensor([c.n_bad_pixels for c in cutouts], device=device)
+    flags |= torch.where(n_bad > 0, int(Flag.AUTO_MASKED_PIXELS), 0)
+    dof = problem.n_good - F
+    flags |= torch.where(dof < 1, int(Flag.TOO_FEW_PIXELS), 0)
+    chi2_nu = torch.where(dof >= 1, chi2 / dof.clamp(min=1), torch.full_like(chi2, float("nan")))
+    full = model.expand(free, b)
+    values = {k: v.detach() for k, v in model.catalog_values(full).items()}
+    finite = torch.stack([torch.isfinite(v) for v in values.values()], 1).all(1) & torch.isfinite(chi2)
+    flags |= torch.where(finite, 0, int(Flag.FIT_FAILED))
+
+    err = None
+    if opts["errors"] == "covariance":
+        C, ok = covariance(problem, free, b)
+        names, T = catalog_jacobian(model, free, b)
+        e = propagate(C, T)
+        if opts["scale_errors"]:
+            e = e * torch.sqrt(torch.nan_to_num(chi2_nu, nan=1.0))[:, None]
+        e[~ok] = float("nan")
+        flags |= torch.where(ok, 0, int(Flag.COVARIANCE_FAILED))
+        err = {n: e[:, j].cpu().numpy() for j, n in enumerate(names)}
+    elif opts["errors"] == "bootstrap":
+        err = _bootstrap(problem, cutouts, free, b, values, opts)
+
+    vals = {k: v.cpu().numpy() for k, v in values.items()}
+    bad = ~finite.cpu().numpy()
+    for v in vals.values():
+        v[bad] = np.nan
+    return build_catalog(model, [c.id for c in cutouts], vals, err, chi2_nu.cpu().numpy(),
+                         n_iter.cpu().numpy(), flags.cpu().numpy(), n_bad.cpu().numpy(),
+                         [c.pixel_scale for c in cutouts])
+
+
+def _bootstrap(problem, cutouts, free, b, values, opts):
+    """Standard deviations over Poisson-bootstrap replicates, each galaxy resampled independently."""
+    model: Model = opts["model"]
+    R = int(opts["n_bootstrap"])
+    if R < 2:
+        raise ValueError(f"n_bootstrap must be >= 2, got {R}")
+    reps = FitProblem(model, [c for c in cutouts for _ in range(R)], device=problem.device,
+                      config=problem.config)
+    gen = torch.Generator(device="cpu").manual_seed(int(opts["seed"]) + 7919 * len(cutouts))
+    counts = torch.poisson(torch.ones(reps.weight.shape), generator=gen).to(reps.weight)
+    weight = reps.weight * torch.sqrt(counts)
+    settings = LMSettings(max_iter=min(opts["lm"].max_iter, 30))
+    f_rep, _, _, _ = levenberg_marquardt(reps, free.repeat_interleave(R, 0), b.repeat_interleave(R, 0),
+                                         settings, sub_weight=weight)
+    rep_values = model.catalog_values(model.expand(f_rep, b.repeat_interleave(R, 0)))
+    out = {}
+    for (name, comp, spec) in model.catalog_columns:
+        v = rep_values[name].reshape(len(cutouts), R)
+        delta = v - values[name][:, None]
+        if spec.kind == "angle":
+            delta = wrap_pa_deg(delta)
+        out[name] = torch.sqrt((delta - delta.mean(1, keepdim=True)).pow(2).sum(1) / (R - 1)).cpu().numpy()
+    return out
+
+
+def model_images(cutouts, catalog, model: Model | None = None, device=None,
+                 render_config: RenderConfig | None = None) -> list[dict]:
+    """Data, model, residual, mask and each component's image for every cutout, from a catalog.
+
+    Each component is shown after PSF convolution (the sky as is).  Returns one dict of 2-D
+    float arrays per cutout, in the cutouts' order, each at the cutout's own size.
+    """
+    model = model or default_model()
+    device = torch.device(device or "cpu")
+    cutouts = list(cutouts)
+    cols = _init_columns(catalog, cutouts)
+    out = []
+    for cutout_index, c in enumerate(cutouts):
+        problem = FitProblem(model, [c], device=device, config=render_config)
+        row = {k: v[cutout_index:cutout_index + 1] for k, v in cols.items()}
+        full = model.initial_full(row, [c]).to(device)
+        sub = problem.subset(torch.arange(1, device=device))
+        with torch.no_grad():
+            total = problem.model_image(full, sub)[0].cpu().numpy().astype(np.float64)
+            images = {"data": c.image, "model": total, "residual": c.image - total, "mask": c.mask}
+            for comp in model.components:
+                images[comp.name] = problem.model_image(full, sub, [comp])[0].cpu().numpy().astype(np.float64)
+        out.append(images)
+    return out

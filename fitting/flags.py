@@ -1,0 +1,42 @@
+"""The catalog's ``flags`` column: a bitmask, one bit per condition.
+
+A galaxy with ``flags == 0`` was fitted without incident.  Bits below 2**8 are set by the
+fitter, bits from 2**8 up by the pipeline stages around it.  Bits are never reused: a new
+condition gets a new bit.
+"""
+
+from enum import IntFlag
+
+
+class Flag(IntFlag):
+    """Conditions recorded in the ``flags`` column (bitwise OR of these values)."""
+
+    #: The solver stopped at its iteration limit before meeting the convergence criterion.
+    NOT_CONVERGED = 1
+    #: At least one free parameter ended on a box bound (the fit may be unphysical there).
+    AT_BOUND = 2
+    #: The cutout could not be used (unreadable file, wrong shape, no valid pixel, ...);
+    #: no fit was made and the parameter columns are NaN.
+    BAD_INPUT = 4
+    #: The fit produced a non-finite parameter or chi^2; parameter columns are NaN.
+    FIT_FAILED = 8
+    #: J^T W J was singular or not positive definite; the ``_err`` columns are NaN.
+    COVARIANCE_FAILED = 16
+    #: Some pixels were masked automatically (NaN/inf data, non-positive or non-finite sigma).
+    #: The count is in the ``n_bad_pixels`` column.  Informational.
+    AUTO_MASKED_PIXELS = 32
+    #: Fewer valid pixels than free parameters + 1: chi2_nu is undefined.
+    TOO_FEW_PIXELS = 64
+    #: The sigma map was estimated from the image (no sigma/weight map was given).
+    SIGMA_ESTIMATED = 256
+    #: The automatic masker failed on this cutout; only user and bad-pixel masks were used.
+    MASK_FAILED = 512
+    #: The initializer failed on this cutout; a generic starting guess was used.
+    INIT_FALLBACK = 1024
+    #: The central object was not detected by the masker / initializer.
+    NO_CENTRAL_DETECTION = 2048
+
+
+def describe(flags: int) -> list[str]:
+    """Names of the bits set in ``flags``, e.g. ``describe(3) == ['NOT_CONVERGED', 'AT_BOUND']``."""
+    return [f.name for f in Flag if int(flags) & int(f)]

@@ -1,0 +1,91 @@
+"""Batched Levenberg–Marquardt with per-galaxy damping and an active set.
+
+Each galaxy has its own damping λ (Marquardt's scaling by diag(JᵀWJ)), its own accept/reject
+decision and its own convergence test; converged galaxies leave the working batch, so a batch
+does not wait for its slowest member.  The normal matrix is formed per galaxy (B×P×P) in float64,
+never the Npix×Npix weight matrix.  Steps are projected onto the box bounds.
+
+Convergence: an accepted step that lowers χ² by less than ``tol_chi2`` (absolute) while λ is
+small (near Gauss–Newton), or λ driven above ``lambda_max`` by rejected steps (no direction
+lowers χ² any more: the minimum to within rendering precision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["LMSettings", "levenberg_marquardt"]
+
+
+@dataclass(frozen=True)
+class LMSettings:
+    max_iter: int = 50
+    lambda_init: float = 1e-3
+    lambda_up: float = 10.0
+    lambda_down: float = 10.0
+    lambda_max: float = 1e7
+    tol_chi2: float = 1e-2
+    tol_chi2_rel: float = 1e-7
+
+
+def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: LMSettings = LMSettings(),
+                        sub_weight: torch.Tensor | None = None):
+    """Minimise χ² for every galaxy of ``problem``, starting from ``free`` (B, F).
+
+    Returns (free, chi2, n_iter, converged) with per-galaxy tensors.  ``sub_weight`` (B, H, W),
+    if given, replaces the problem's weights (bootstrap replicates).
+    """
+    dev = free.device
+    B, F = free.shape
+    free = free.clone()
+    chi2 = torch.full((B,), float("inf"), dtype=torch.float64, device=dev)
+    lam = torch.full((B,), settings.lambda_init, dtype=torch.float64, device=dev)
+    n_iter = torch.zeros(B, dtype=torch.long, device=dev)
+    converged = torch.zeros(B, dtype=torch.bool, device=dev)
+    active = torch.ones(B, dtype=torch.bool, device=dev)
+    need_j = torch.ones(B, dtype=torch.bool, device=dev)
+    A = torch.zeros(B, F, F, dtype=torch.float64, device=dev)
+    g = torch.zeros(B, F, dtype=torch.float64, device=dev)
+    eye = torch.eye(F, dtype=torch.float64, device=dev)
+
+    def sub_of(idx):
+        sub = problem.subset(idx)
+        if sub_weight is not None:
+            sub["weight"] = sub_weight[idx]
+        return sub
+
+    for _ in range(settings.max_iter):
+        idx = torch.nonzero(active).squeeze(1)
+        if idx.numel() == 0:
+            break
+        jidx = idx[need_j[idx]]
+        if jidx.numel():
+            sub = sub_of(jidx)
+            r, J = problem.jacobian(free[jidx], b[jidx], sub)
+            J64, r64 = J.to(torch.float64), r.to(torch.float64)
+            A[jidx] = J64.transpose(1, 2) @ J64
+            g[jidx] = (J64.transpose(1, 2) @ r64[:, :, None])[:, :, 0]
+            chi2[jidx] = (r64 * r64).sum(1)
+        sub = sub_of(idx)
+        diag = torch.diagonal(A[idx], dim1=1, dim2=2)
+        damped = A[idx] + lam[idx, None, None] * torch.diag_embed(diag + 1e-12) + 1e-12 * eye
+        step = torch.linalg.solve(damped, g[idx][:, :, None])[:, :, 0]
+        step = torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
+        trial = torch.minimum(torch.maximum(free[idx] + step, sub["lower"]), sub["upper"])
+        r_try = problem.residuals(trial, b[idx], sub).to(torch.float64)
+        chi2_try = (r_try * r_try).sum(1)
+        gain = chi2[idx] - chi2_try
+        accept = torch.isfinite(chi2_try) & (gain > 0)
+        free[idx[accept]] = trial[accept]
+        chi2[idx[accept]] = chi2_try[accept]
+        lam[idx] = torch.where(accept, torch.clamp(lam[idx] / settings.lambda_down, min=1e-10),
+                               lam[idx] * settings.lambda_up)
+        need_j[idx] = accept
+        n_iter[idx] += 1
+        tol = settings.tol_chi2 + settings.tol_chi2_rel * chi2[idx]
+        done = (accept & (gain < tol) & (lam[idx] <= 1e-2)) | (~accept & (lam[idx] > settings.lambda_max))
+        converged[idx[done]] = True
+        active[idx[done]] = False
+    return free, chi2, n_iter, converged

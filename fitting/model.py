@@ -1,0 +1,239 @@
+"""A model: components, which parameters are free, fixed or tied, and their bounds.
+
+Parameter names are ``"<component>.<param>"`` (``"bulge.r_e"``).  Ties follow GALFIT's
+constraint file: a parameter may equal another (``Tie("disk.x", "bulge.x")``), differ from it by
+an offset (``offset=``, catalog units: pixels, magnitudes, degrees) or be a multiple of it
+(``ratio=``; for lengths and q this is a ratio of values).  Every tie is linear in the internal
+parameters (lengths and q are fitted as logs, so their ratios become offsets), which makes the
+whole map from free to all parameters one affine map, full = A·free + b: the solver works on the
+free vector only and the Jacobian is pushed through A exactly.
+
+Box bounds default to each parameter's valid range (see the profile modules); ``bounds=``
+narrows them.  q may exceed 1 during a fit (the catalog then swaps the axes), except in a
+component whose lengths or angle are tied or fixed: there q <= 1, so the tie means what it says.  Centres are kept inside their cutout.  A fit that ends on a bound is flagged.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .conventions import internal_bounds, natural_to_catalog, to_internal, to_natural
+from .profiles import Sersic
+from .profiles.base import Component
+
+__all__ = ["Tie", "Model", "default_model"]
+
+
+@dataclass(frozen=True)
+class Tie:
+    """``target`` follows ``source``: equal, plus ``offset``, or times ``ratio`` (not both)."""
+
+    target: str
+    source: str
+    offset: float | None = None
+    ratio: float | None = None
+
+    def __post_init__(self):
+        if self.offset is not None and self.ratio is not None:
+            raise ValueError(f"tie {self.target} <- {self.source}: give offset or ratio, not both")
+        if self.ratio is not None and not self.ratio > 0:
+            raise ValueError(f"tie {self.target} <- {self.source}: ratio must be > 0, got {self.ratio}")
+
+
+class Model:
+    """Components plus fixed parameters, ties and bounds.
+
+    components : list of :class:`~galmoss_auto.fitting.profiles.base.Component` with unique names.
+    fixed : names of parameters held at their initial value, or a dict name -> value (catalog
+        units; None keeps the initial value).
+    ties : list of :class:`Tie`.
+    bounds : dict name -> (lower, upper) in catalog units, narrowing the defaults.
+    """
+
+    def __init__(self, components, fixed=None, ties=None, bounds=None):
+        self.components: list[Component] = list(components)
+        names = [c.name for c in self.components]
+        if len(set(names)) != len(names):
+            raise ValueError(f"component names must be unique, got {names}")
+        if not self.components:
+            raise ValueError("a model needs at least one component")
+        self.by_name = {c.name: c for c in self.components}
+        self.params = [(c, s) for c in self.components for s in c.param_specs]
+        self.full_names = [f"{c.name}.{s.name}" for c, s in self.params]
+        index = {n: i for i, n in enumerate(self.full_names)}
+        if isinstance(fixed, dict):
+            self.fixed = dict(fixed)
+        else:
+            self.fixed = {n: None for n in (fixed or [])}
+        self.ties = list(ties or [])
+        self.bounds = dict(bounds or {})
+        for name in [*self.fixed, *self.bounds, *(t.target for t in self.ties), *(t.source for t in self.ties)]:
+            if name not in index:
+                raise KeyError(f"unknown parameter {name!r}; the model has {', '.join(self.full_names)}")
+        tied = {t.target: t for t in self.ties}
+        for t in self.ties:
+            if t.source in tied or t.source in self.fixed:
+                raise ValueError(f"tie {t.target} <- {t.source}: the source must be a free parameter")
+            if t.target in self.fixed:
+                raise ValueError(f"{t.target} is both fixed and tied")
+            kind_t, kind_s = self.params[index[t.target]][1].kind, self.params[index[t.source]][1].kind
+            if kind_t != kind_s:
+                raise ValueError(f"tie {t.target} <- {t.source}: parameters of different kinds "
+                                 f"({kind_t}, {kind_s})")
+        self.free_names = [n for n in self.full_names if n not in self.fixed and n not in tied]
+        free_index = {n: i for i, n in enumerate(self.free_names)}
+        P, F = len(self.full_names), len(self.free_names)
+        A = torch.zeros(P, F, dtype=torch.float64)
+        offset = torch.zeros(P, dtype=torch.float64)
+        for i, name in enumerate(self.full_names):
+            if name in free_index:
+                A[i, free_index[name]] = 1.0
+            elif name in tied:
+                t = tied[name]
+                kind = self.params[i][1].kind
+                j = free_index[t.source]
+                if t.ratio is not None and kind in ("length", "ratio"):
+                    A[i, j], offset[i] = 1.0, math.log(t.ratio)
+                elif t.ratio is not None:
+                    A[i, j] = t.ratio
+                else:
+                    A[i, j] = 1.0
+                    off = t.offset or 0.0
+                    offset[i] = math.radians(off) if kind == "angle" else off
+        self.A, self.tie_offset = A, offset
+        self.fixed_mask = torch.tensor([n in self.fixed for n in self.full_names])
+        self.kinds = [s.kind for _, s in self.params]
+
+    # -- names and shapes ----------------------------------------------------------------------
+    @property
+    def n_free(self) -> int:
+        return len(self.free_names)
+
+    @property
+    def has_point_source(self) -> bool:
+        return any(c.point_like for c in self.components)
+
+    def __repr__(self):
+        return f"Model({self.components!r}, free={self.free_names})"
+
+    # -- initial values ------------------------------------------------------------------------
+    def initial_full(self, init: dict, cutouts) -> torch.Tensor:
+        """Internal values of all parameters, (B, P), from an init table in catalog conventions.
+
+        ``init`` maps column names ``<component>_<param>`` to arrays (one value per cutout).
+        Columns it lacks get a generic guess from the image (centre, total flux, a tenth of the
+        image size, n = 2.5, q = 0.8, pa = 0, sky = 0); a value in ``fixed`` overrides both.
+        """
+        B = len(cutouts)
+        out = torch.empty(B, len(self.full_names), dtype=torch.float64)
+        for i, ((comp, spec), name) in enumerate(zip(self.params, self.full_names)):
+            column = f"{comp.name}_{spec.name}"
+            fixed_value = self.fixed.get(name)
+            if fixed_value is not None:
+                values = np.full(B, float(fixed_value))
+            elif column in init:
+                values = np.asarray(init[column], dtype=np.float64).reshape(-1)
+                if values.size != B:
+                    raise ValueError(f"initial-guess column {column!r} has {values.size} rows for {B} cutouts")
+            else:
+                values = np.array([_generic_guess(spec, c, comp) for c in cutouts])
+            bad = ~np.isfinite(values)
+            if bad.any():
+                values = values.copy()
+                values[bad] = [_generic_guess(spec, c, comp) for c, b in zip(cutouts, bad) if b]
+            if spec.kind == "ratio":
+                values = np.clip(values, spec.lower, 1.0 / spec.lower)
+            elif spec.kind == "length":
+                values = np.clip(values, spec.lower, spec.upper)
+            elif spec.kind == "shape":
+                values = np.clip(values, spec.lower, spec.upper)
+            out[:, i] = to_internal(spec.kind, torch.as_tensor(values))
+        return out
+
+    def split(self, full: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(free values, constant part b) such that full = free @ A.T + b."""
+        free_cols = [self.full_names.index(n) for n in self.free_names]
+        free = full[:, free_cols]
+        b = full.clone()
+        b[:, ~self.fixed_mask] = 0.0
+        b = b + self.tie_offset.to(full)
+        return free, b
+
+    def expand(self, free: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """All internal parameters (B, P) from the free ones (B, F)."""
+        return free @ self.A.to(free).T + b
+
+    def internal_bounds(self, cutouts) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-galaxy box bounds (B, F) of the free parameters, internal units."""
+        B = len(cutouts)
+        # a component whose lengths or angle are tied or fixed may not swap its axes (q > 1),
+        # or the tie would hold for the swapped axis: its q is bounded by 1
+        constrained = {n.split(".")[0] for n in [*self.fixed, *(t.target for t in self.ties),
+                                                 *(t.source for t in self.ties)]
+                       if self.params[self.full_names.index(n)][1].kind in ("length", "angle")}
+        lo = torch.empty(B, self.n_free, dtype=torch.float64)
+        hi = torch.empty(B, self.n_free, dtype=torch.float64)
+        for j, name in enumerate(self.free_names):
+            comp, spec = self.params[self.full_names.index(name)]
+            lower, upper = self.bounds.get(name, (spec.lower, spec.upper))
+            lower, upper = max(lower, spec.lower), min(upper, spec.upper) if spec.kind != "ratio" else upper
+            a, b = internal_bounds(spec.kind, lower, upper)
+            if spec.kind == "position":
+                extent = np.array([c.shape[1] if spec.name == "x" else c.shape[0] for c in cutouts], float)
+                lo[:, j] = torch.as_tensor(np.maximum(a, -0.5))
+                hi[:, j] = torch.as_tensor(np.minimum(b, extent - 0.5))
+            else:
+                if spec.kind == "ratio" and comp.name in constrained:
+                    b = 0.0
+                lo[:, j], hi[:, j] = a, b
+        return lo, hi
+
+    # -- conversions ---------------------------------------------------------------------------
+    def natural(self, full: torch.Tensor) -> dict:
+        """{component: {param: (B,) tensor}} in natural units, from internal (B, P)."""
+        out = {c.name: {} for c in self.components}
+        for i, (comp, spec) in enumerate(self.params):
+            out[comp.name][spec.name] = to_natural(spec.kind, full[:, i])
+        return out
+
+    def catalog_values(self, full: torch.Tensor) -> dict:
+        """{"<component>_<param>": (B,) tensor} in catalog units, from internal (B, P)."""
+        nat = self.natural(full)
+        out = {}
+        for comp in self.components:
+            for name, v in natural_to_catalog(comp, nat[comp.name]).items():
+                out[f"{comp.name}_{name}"] = v
+        return out
+
+    @property
+    def catalog_columns(self) -> list[tuple[str, Component, object]]:
+        return [(f"{c.name}_{s.name}", c, s) for c, s in self.params]
+
+
+def default_model() -> Model:
+    """One Sérsic component named ``sersic``: the default of ``fit`` and ``galmoss-auto run``."""
+    return Model([Sersic("sersic")])
+
+
+def _generic_guess(spec, cutout, comp) -> float:
+    """A starting value for a parameter the init table lacks, from the cutout alone."""
+    h, w = cutout.shape
+    if spec.kind == "position":
+        return (w + 1) / 2.0 if spec.name == "x" else (h + 1) / 2.0
+    if spec.kind == "magnitude":
+        good = ~cutout.mask
+        total = float(np.sum(cutout.image[good])) * cutout.image.size / max(good.sum(), 1)
+        return cutout.zeropoint - 2.5 * math.log10(max(total, 1e-30))
+    if spec.kind == "length":
+        return {"r_t": 0.5, "r_out": 0.25}.get(spec.name, 0.1) * min(h, w)
+    if spec.kind == "ratio":
+        return 0.8
+    if spec.kind == "angle":
+        return 0.0
+    if spec.kind == "sky":
+        return 0.0
+    return {"n": 2.5, "beta": 3.0, "alpha": 2.0, "c0": 0.0}.get(spec.name, 0.5 * (spec.lower + spec.upper))

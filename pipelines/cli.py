@@ -1,0 +1,140 @@
+"""The ``galmoss-auto`` command: ``run``, ``demo``, ``simulate``, ``fit``.
+
+Each subcommand module has ``add_parser(subparsers)``, which registers it and sets
+``func(args) -> exit code``.  ``simulate`` and ``fit`` live in data_scripts/ and fitting/; if
+their module cannot be imported, the subcommand still exists and says why it cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "build_parser", "add_run_arguments"]
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``run`` and ``demo``."""
+    g = p.add_argument_group("stages")
+    g.add_argument("--mask", default="sep", help="masker: sep (default) or none (user mask and bad pixels only)")
+    g.add_argument("--init", default="sep", help="initializer: sep (moments, default) or the path "
+                   "of a catalog with id and sersic_<param> columns")
+    g.add_argument("--method", default="lm", choices=["lm", "adam"], help="fitting method (default lm)")
+    g.add_argument("--errors", default="covariance", choices=["covariance", "bootstrap", "none"],
+                   help="parameter errors (default covariance)")
+    g.add_argument("--detect-thresh", dest="detect_thresh", type=float, default=1.5,
+                   help="sep detection threshold in sigma (default 1.5)")
+    g.add_argument("--dilate", type=int, default=2,
+                   help="grow contaminant segments by this many pixels (default 2; bigger objects more)")
+    s = p.add_argument_group("execution")
+    s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    s.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                   help="galaxies per fitter batch (default: the fitter's)")
+    s.add_argument("--chunk-size", dest="chunk_size", type=int, default=128,
+                   help="galaxies per shard written to disk (default 128)")
+    s.add_argument("--workers", type=int, default=-1,
+                   help="DataLoader worker processes for reading, sep masking and initial guesses "
+                        "(default: CPU cores - 1, at most 4; 0 = in the main process)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    s.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
+    s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    o = p.add_argument_group("outputs")
+    o.add_argument("--panels", type=int, default=0, metavar="N",
+                   help="PNG panels (data, model, residual) for the first N galaxies (default 0)")
+    o.add_argument("--blocks", action="store_true", help="a FITS image block per galaxy")
+    o.add_argument("--no-masks", dest="save_masks", action="store_false", help="do not write masks")
+
+
+def _add_run_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run", help="fit every cutout of a directory, glob or manifest (masks and initial guesses automatic)",
+        description="Raw cutouts in, a catalog of Sersic fits out: sigma estimated where absent, "
+                    "sep masks, sep initial guesses, batched fit, sharded resumable output.")
+    p.add_argument("input", help="manifest (.csv/.ecsv/.fits with id,image[,sigma,psf,mask,zeropoint,"
+                                 "pixel_scale,gain]), a directory of FITS cutouts, or a quoted glob")
+    p.add_argument("--out", required=True, help="output directory")
+    d = p.add_argument_group("defaults for rows that lack them")
+    d.add_argument("--survey", default=None, help="survey preset (sdss, legacy, hsc, lsst): pixel "
+                   "scale, zero-point, gain and PSF; needs --band")
+    d.add_argument("--band", default=None, help="band of the survey preset")
+    d.add_argument("--psf", default=None, help="PSF FITS file for every galaxy without its own")
+    d.add_argument("--zeropoint", type=float, default=None, help="magnitude zero-point")
+    d.add_argument("--pixel-scale", dest="pixel_scale", type=float, default=None, help="arcsec/px")
+    d.add_argument("--gain", type=float, default=None,
+                   help="e-/image unit, adds Poisson noise to estimated sigma maps")
+    add_run_arguments(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    from galmoss_auto.pipelines.config import RunConfig
+    from galmoss_auto.pipelines.run import RunError, run
+    try:
+        cfg = RunConfig.from_args(args)
+        record = run(cfg)
+    except (RunError, ValueError) as exc:
+        print(f"galmoss-auto run: error: {exc}", file=sys.stderr)
+        return 2
+    summarise(record)
+    return 0
+
+
+def summarise(record: dict, stream=None) -> None:
+    """Print where the results are and what happened."""
+    stream = stream or sys.stdout
+    c = record["counts"]
+    print(f"galmoss-auto: {c['galaxies']} galaxies, {c['fitted']} fitted, "
+          f"{c['flags'].get('any', 0)} with flags {dict((k, v) for k, v in c['flags'].items() if k != 'any')}",
+          file=stream)
+    rate = record["rates"]["galaxies_per_s_end_to_end"]
+    if rate:
+        print(f"galmoss-auto: {rate:.2f} galaxies/s end to end ({record['timings_s']['total']:.1f} s)",
+              file=stream)
+    print(f"galmoss-auto: catalog: {record['catalog']} (and {record['catalog_ecsv']})", file=stream)
+
+
+def _external(subparsers, name: str, module: str, help: str) -> None:
+    """Register ``name`` from ``module.add_parser``; if the module is missing, register a
+    subcommand that explains the problem and exits 2."""
+    try:
+        mod = importlib.import_module(module)
+        add = mod.add_parser
+    except (ImportError, AttributeError) as exc:
+        reason = f"{module} is not available ({type(exc).__name__}: {exc})"
+        p = subparsers.add_parser(name, help=f"{help} [unavailable: {reason}]", add_help=True)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+
+        def unavailable(_args, reason=reason):
+            print(f"galmoss-auto {name}: error: {reason}", file=sys.stderr)
+            return 2
+        p.set_defaults(func=unavailable)
+        return
+    add(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="galmoss-auto",
+        description="Automatic batched galaxy profile fitting: masks, initial guesses and fits from raw cutouts.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(sub)
+    from galmoss_auto.pipelines.demo import add_parser as add_demo
+    add_demo(sub)
+    _external(sub, "simulate", "galmoss_auto.data_scripts.simulate", "simulate survey cutouts with truth")
+    _external(sub, "fit", "galmoss_auto.fitting.cli_fit", "fit cutouts with given masks and initial values")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("\ngalmoss-auto: interrupted; finished shards are kept, continue with --resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

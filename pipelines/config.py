@@ -1,0 +1,152 @@
+"""The settings of one ``galmoss-auto run``, validated in one place.
+
+:class:`RunConfig` mirrors the command line; ``RunConfig.from_args`` builds it from argparse.
+Settings that change results (:data:`RESULT_KEYS`) are stored in the output directory and must
+match when a run is resumed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["RunConfig", "RESULT_KEYS", "survey_defaults"]
+
+#: Settings whose change would make a resumed run's shards disagree with each other.
+RESULT_KEYS = ("input", "mask", "init", "survey", "band", "psf", "zeropoint", "pixel_scale",
+               "gain", "method", "errors", "detect_thresh", "dilate")
+
+
+@dataclass
+class RunConfig:
+    """Run settings.
+
+    input : manifest, directory or glob of FITS cutouts.
+    out : output directory.
+    mask : masker name (``sep``, ``none``).  init : initializer name (``sep``) or catalog path.
+    survey, band : preset giving pixel scale, zero-point and default PSF (both or neither).
+    psf : PSF file for every galaxy that has none.  zeropoint (mag), pixel_scale (arcsec/px,
+        > 0), gain (e-/image unit, > 0): defaults for galaxies whose row lacks them.
+    method : ``lm`` or ``adam``.  errors : ``covariance``, ``bootstrap`` or ``none``.
+    device : torch device (None: CUDA when present, else CPU).
+    batch_size : galaxies per fitter batch (None: the fitter's default).
+    chunk_size : galaxies per shard (>= 1).  workers : DataLoader processes (>= 0).
+    resume : continue an interrupted run.  overwrite : discard a previous run's results.
+    panels : write PNG panels (data/model/residual) for the first ``panels`` galaxies (>= 0).
+    blocks : write a FITS image block (data, model, residual, mask) per galaxy.
+    save_masks : write the masks as FITS.  progress : show the progress bar.
+    detect_thresh : sep detection threshold in sigma (> 0).  dilate : contaminant growth (px).
+    """
+
+    input: str
+    out: str
+    mask: str = "sep"
+    init: str = "sep"
+    survey: str | None = None
+    band: str | None = None
+    psf: str | None = None
+    zeropoint: float | None = None
+    pixel_scale: float | None = None
+    gain: float | None = None
+    method: str = "lm"
+    errors: str = "covariance"
+    device: str | None = None
+    batch_size: int | None = None
+    chunk_size: int = 128
+    workers: int = -1
+    resume: bool = False
+    overwrite: bool = False
+    panels: int = 0
+    blocks: bool = False
+    save_masks: bool = True
+    progress: bool = True
+    detect_thresh: float = 1.5
+    dilate: int = 2
+
+    def __post_init__(self):
+        if self.workers < 0:
+            # Leave one core to the fitter; workers do I/O and sep.
+            self.workers = max(0, min(4, (os.cpu_count() or 1) - 1))
+        if self.method not in ("lm", "adam"):
+            raise ValueError(f"method must be 'lm' or 'adam', got {self.method!r}")
+        if self.errors not in ("covariance", "bootstrap", "none"):
+            raise ValueError(f"errors must be 'covariance', 'bootstrap' or 'none', got {self.errors!r}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.panels < 0:
+            raise ValueError(f"panels must be >= 0, got {self.panels}")
+        if (self.survey is None) != (self.band is None):
+            raise ValueError("give --survey and --band together")
+        if self.pixel_scale is not None and not self.pixel_scale > 0:
+            raise ValueError(f"pixel_scale must be > 0 arcsec/px, got {self.pixel_scale}")
+        if self.gain is not None and not self.gain > 0:
+            raise ValueError(f"gain must be > 0 e-/unit, got {self.gain}")
+        if not self.detect_thresh > 0:
+            raise ValueError(f"detect_thresh must be > 0 sigma, got {self.detect_thresh}")
+        if self.dilate < 0:
+            raise ValueError(f"dilate must be >= 0 px, got {self.dilate}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other")
+
+    @classmethod
+    def from_args(cls, args) -> "RunConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def result_settings(self) -> dict:
+        return {k: getattr(self, k) for k in RESULT_KEYS}
+
+
+def survey_defaults(survey: str | None, band: str | None, psf_dir) -> dict:
+    """``zeropoint``, ``pixel_scale``, ``gain`` and ``psf`` (a FITS file written into
+    ``psf_dir``) from the data_scripts survey preset ``survey``/``band``; {} without a survey."""
+    if survey is None:
+        return {}
+    try:
+        from galmoss_auto.data_scripts import surveys
+    except ImportError as exc:
+        raise ValueError(f"--survey needs galmoss_auto.data_scripts.surveys, which failed to "
+                         f"import: {exc}") from None
+    return surveys_to_defaults(surveys, survey, band, psf_dir)
+
+
+def moffat_psf(fwhm_px: float, beta: float, size: int, oversample: int = 5) -> "np.ndarray":
+    """A circular Moffat PSF image (``size`` x ``size``, odd, centred on the middle pixel),
+    integrated over pixels by ``oversample``-fold sub-sampling, normalised to unit sum.
+    ``fwhm_px`` > 0 in pixels, ``beta`` > 1."""
+    import numpy as np
+    if not fwhm_px > 0:
+        raise ValueError(f"PSF FWHM must be > 0 px, got {fwhm_px}")
+    if not beta > 1:
+        raise ValueError(f"Moffat beta must be > 1, got {beta}")
+    alpha = fwhm_px / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    sub = (np.arange(size * oversample) + 0.5) / oversample - size / 2.0
+    r2 = sub[:, None] ** 2 + sub[None, :] ** 2
+    img = (1.0 + r2 / alpha ** 2) ** (-beta)
+    img = img.reshape(size, oversample, size, oversample).sum(axis=(1, 3))
+    return img / img.sum()
+
+
+def surveys_to_defaults(surveys, survey: str, band: str, psf_dir) -> dict:
+    """Adapter from the data_scripts preset to run defaults (see :func:`survey_defaults`):
+    the preset's zero-point, pixel scale and (effective) gain, and its median PSF drawn as a
+    Moffat (``psf_beta``; a Kolmogorov preset uses beta = 4.765, its Moffat limit)."""
+    from pathlib import Path
+
+    from astropy.io import fits
+
+    preset = surveys.load_survey(survey)
+    b = preset.band(band)
+    beta = preset.psf_beta if preset.psf_model == "moffat" else 4.765
+    psf = moffat_psf(b.psf_fwhm / preset.pixel_scale, beta, preset.psf_size)
+    psf_dir = Path(psf_dir)
+    psf_dir.mkdir(parents=True, exist_ok=True)
+    path = psf_dir / f"psf_{preset.name}_{band}.fits"
+    fits.PrimaryHDU(psf).writeto(path, overwrite=True)
+    return {"zeropoint": float(preset.zeropoint), "pixel_scale": float(preset.pixel_scale),
+            "gain": float(b.gain), "psf": str(path)}

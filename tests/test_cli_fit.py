@@ -1,0 +1,165 @@
+"""``galmoss-auto fit`` end to end: real FITS files in, catalog (and blocks, panels) out."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from galmoss_auto.fitting.cli_fit import main
+from galmoss_auto.fitting.flags import Flag
+
+galsim = pytest.importorskip("galsim")
+
+ZP = 25.0
+NOISE = 2.0
+
+
+def _sersic(size, x, y, hlr, q, beta_deg, n, flux, rng, psf_fwhm=2.0):
+    """GalSim Sérsic convolved with a Gaussian PSF, centred at 1-based (x, y), plus noise."""
+    gal = galsim.Sersic(n=n, half_light_radius=hlr, flux=flux).shear(q=q, beta=beta_deg * galsim.degrees)
+    image = galsim.ImageD(size[1], size[0], scale=1.0)          # (ncol, nrow)
+    # GalSim's true centre of an image with bounds 1..N is (N+1)/2, 1-based like FITS
+    offset = (x - (size[1] + 1) / 2, y - (size[0] + 1) / 2)
+    galsim.Convolve(gal, galsim.Gaussian(fwhm=psf_fwhm)).drawImage(image, offset=offset)
+    return image.array + rng.normal(0.0, NOISE, size)
+
+
+def _psf(path):
+    fits.PrimaryHDU(galsim.Gaussian(fwhm=2.0).drawImage(nx=15, ny=15, scale=1.0).array).writeto(path)
+
+
+TRUTH = {"g1": dict(hlr=3.0, q=0.6, beta=30.0, n=1.5), "g2": dict(hlr=4.0, q=0.8, beta=-20.0, n=3.0)}
+
+
+@pytest.fixture
+def cutouts(tmp_path, rng):
+    for gid, t in TRUTH.items():
+        img = _sersic((41, 41), 21.0, 21.0, t["hlr"], t["q"], t["beta"], t["n"], 5000.0, rng)
+        hdr = fits.Header({"MAGZP": ZP, "PIXSCALE": 0.2})
+        fits.PrimaryHDU(img, hdr).writeto(tmp_path / f"{gid}.fits")
+        fits.PrimaryHDU(np.full(img.shape, NOISE)).writeto(tmp_path / f"{gid}_sigma.fits")
+    (tmp_path / "broken.fits").write_bytes(b"SIMPLE  =                    T / truncated, not a FITS file")
+    _psf(tmp_path / "psf.fits")
+    init = Table({"id": ["broken", "g2", "g1"], "sersic_x": [21.0] * 3, "sersic_y": [21.5] * 3,
+                  "sersic_mag": [16.0] * 3, "sersic_r_e": [3.0] * 3, "sersic_n": [2.0] * 3,
+                  "sersic_q": [0.8] * 3, "sersic_pa": [0.0] * 3})
+    init.write(tmp_path / "init.ecsv")
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_fit_two_cutouts_and_a_broken_one(cutouts, capsys):
+    d = cutouts
+    out = d / "out"
+    rc = main([str(d / "g1.fits"), str(d / "broken.fits"), str(d / "g2.fits"), "--init", str(d / "init.ecsv"),
+               "--sigma-suffix", "_sigma", "--psf", str(d / "psf.fits"), "--out", str(out),
+               "--blocks", "--png"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "broken.fits" in err and "BAD_INPUT" in err
+    cat = Table.read(out / "catalog.ecsv")
+    assert Table.read(out / "catalog.fits")["id"].tolist() == ["g1", "broken", "g2"]
+    assert cat["id"].tolist() == ["g1", "broken", "g2"]
+    bad = cat[1]
+    assert bad["flags"] & int(Flag.BAD_INPUT) and np.isnan(bad["sersic_r_e"]) and np.isnan(bad["chi2_nu"])
+    assert "broken.fits" in cat.meta["BADINPUT"]
+    for row in (cat[0], cat[2]):
+        t = TRUTH[row["id"]]
+        assert not row["flags"] & int(Flag.BAD_INPUT)
+        # GalSim's circularised hlr -> GALFIT's major-axis r_e; beta from +x -> pa from +y
+        assert row["sersic_r_e"] == pytest.approx(t["hlr"] / np.sqrt(t["q"]), rel=0.1)
+        assert row["sersic_q"] == pytest.approx(t["q"], abs=0.05)
+        assert ((row["sersic_pa"] - (t["beta"] - 90.0) + 90) % 180 - 90) == pytest.approx(0.0, abs=4.0)
+        assert row["sersic_x"] == pytest.approx(21.0, abs=0.1) and 0.5 < row["chi2_nu"] < 1.5
+        assert row["sersic_r_e_arcsec"] == pytest.approx(0.2 * row["sersic_r_e"])
+    for gid in ("g1", "g2"):
+        with fits.open(out / "blocks" / f"{gid}.fits") as hdul:
+            assert [h.name for h in hdul][:4] == ["PRIMARY", "DATA", "MODEL", "RESIDUAL"]
+            assert hdul["MODEL"].header["1_RE"] == pytest.approx(float(cat[cat["id"] == gid]["sersic_r_e"][0]))
+            assert "COMP_SERSIC" in hdul
+        assert (out / "panels" / f"{gid}.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "blocks" / "broken.fits").exists()
+
+
+def test_manifest_order_matching_and_model_file(cutouts):
+    d = cutouts
+    # ids that look like numbers stay text; the init table (no id column) is matched by order
+    (d / "m.csv").write_text("id,image,sigma,zeropoint\n007,g1.fits,g1_sigma.fits,25.0\n"
+                             "008,missing.fits,,\n")
+    Table({"sersic_x": [21.0, 21.0], "sersic_r_e": [3.0, 3.0], "sersic_n": [2.0, 2.0]}).write(d / "init.fits")
+    (d / "model.yaml").write_text("components: [{name: sersic, type: sersic}]\nfixed: {sersic.n: 1.5}\n")
+    out = d / "o"
+    assert main(["--manifest", str(d / "m.csv"), "--init", str(d / "init.fits"), "--model",
+                 str(d / "model.yaml"), "--psf", str(d / "psf.fits"), "--errors", "none", "--out", str(out)]) == 0
+    cat = Table.read(out / "catalog.ecsv")
+    assert [str(i) for i in cat["id"]] == ["007", "008"]
+    assert cat["flags"][1] & int(Flag.BAD_INPUT) and not cat["flags"][0] & int(Flag.BAD_INPUT)
+    assert cat["sersic_n"][0] == 1.5 and np.isnan(cat["sersic_r_e_err"][0])
+    assert cat["sersic_r_e"][0] == pytest.approx(3.0 / np.sqrt(0.6), rel=0.1)
+
+
+def test_feedme_on_its_own_image_region_and_text_mask(tmp_path, rng):
+    # a 60 x 80 image; GALFIT fits the region x 21..61, y 11..51 around a galaxy at (41.0, 31.0)
+    img = _sersic((60, 80), 41.0, 31.0, 3.0, 0.7, 60.0, 1.0, 4000.0, rng)
+    img[5, 70] = 1e6                      # a hot pixel outside the region
+    img[40, 30] = 5e4                     # a hot pixel inside it, listed in the text mask
+    fits.PrimaryHDU(img).writeto(tmp_path / "big.fits")
+    fits.PrimaryHDU(np.full(img.shape, NOISE)).writeto(tmp_path / "big_sigma.fits")
+    _psf(tmp_path / "psf.fits")
+    (tmp_path / "bad.txt").write_text("# x y\n31 41\n")
+    (tmp_path / "g.feedme").write_text("""\
+A) big.fits
+B) imgblock.fits
+C) big_sigma.fits
+D) psf.fits
+E) 1
+F) bad.txt
+H) 21 61 11 51
+J) 24.0
+K) 0.5 0.5
+ 0) sersic
+ 1) 40.0 32.0 1 1
+ 3) 16.5 1
+ 4) 4.0 1
+ 5) 1.0 0
+ 9) 0.8 1
+10) 0.0 1
+ Z) 0
+""")
+    out = tmp_path / "out"
+    assert main(["--model", str(tmp_path / "g.feedme"), "--out", str(out), "--blocks"]) == 0
+    row = Table.read(out / "catalog.ecsv")[0]
+    assert row["id"] == "big" and row["flags"] & int(Flag.BAD_INPUT) == 0
+    # positions come back in the full image's coordinates, as GALFIT reports them
+    assert row["sersic_x"] == pytest.approx(41.0, abs=0.1) and row["sersic_y"] == pytest.approx(31.0, abs=0.1)
+    assert row["sersic_n"] == 1.0                                   # toggle 0: fixed
+    assert row["sersic_r_e"] == pytest.approx(3.0 / np.sqrt(0.7), rel=0.1)
+    assert row["sersic_r_e_arcsec"] == pytest.approx(0.5 * row["sersic_r_e"])
+    assert row["sersic_mag"] == pytest.approx(24.0 - 2.5 * np.log10(4000.0), abs=0.05)
+    with fits.open(out / "blocks" / "big.fits") as hdul:
+        assert hdul["DATA"].data.shape == (41, 41)                  # the region only
+        assert hdul["MASK"].data[40 - 10, 30 - 20] == 1            # the listed pixel, region-relative
+        assert hdul["MODEL"].header["1_XC"] == pytest.approx(row["sersic_x"])
+
+
+def test_usage_errors_exit_2_and_name_the_file(cutouts, capsys):
+    d = cutouts
+    assert main(["--out", str(d / "o")]) == 2
+    assert "no cutouts" in capsys.readouterr().err
+    Table({"sersic_x": [1.0, 2.0, 3.0]}).write(d / "three.ecsv")
+    assert main([str(d / "g1.fits"), "--init", str(d / "three.ecsv"), "--out", str(d / "o")]) == 2
+    assert "three.ecsv: no id column and 3 rows for 1 cutouts" in capsys.readouterr().err
+    (d / "m.yaml").write_text("components: [{type: sersic, size: 3}]\n")
+    assert main([str(d / "g1.fits"), "--model", str(d / "m.yaml"), "--out", str(d / "o")]) == 2
+    assert "m.yaml: components[0]: unknown key(s) ['size']" in capsys.readouterr().err
+    # every cutout unusable: the catalog is still written, exit status 1
+    assert main([str(d / "broken.fits"), "--out", str(d / "o")]) == 1
+    assert Table.read(d / "o" / "catalog.ecsv")["flags"][0] == int(Flag.BAD_INPUT)
+
+
+def test_registered_on_the_galmoss_auto_command():
+    from galmoss_auto.pipelines.cli import build_parser
+    from galmoss_auto.fitting.cli_fit import run_args
+
+    args = build_parser().parse_args(["fit", "a.fits", "b.fits", "--init", "i.ecsv", "--out", "o", "--png"])
+    assert args.func is run_args and args.cutouts == ["a.fits", "b.fits"] and args.png and not args.blocks
