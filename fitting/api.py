@@ -28,7 +28,7 @@ from .lm import LMSettings, levenberg_marquardt
 from .model import Model, default_model
 from .problem import FitProblem
 from .render import RenderConfig
-from .uncertainty import catalog_jacobian, covariance, propagate
+from .uncertainty import catalog_jacobian, covariance, normal_matrix, propagate
 
 __all__ = ["fit", "model_images"]
 
@@ -127,9 +127,10 @@ def _fit_batch(cutouts, cols, opts):
     free0, b = model.split(full0)
     free0 = torch.minimum(torch.maximum(free0, problem.lower), problem.upper)
     if opts["method"] == "lm":
-        free, chi2, n_iter, converged = levenberg_marquardt(problem, free0, b, opts["lm"])
+        free, chi2, n_iter, converged, normal = levenberg_marquardt(problem, free0, b, opts["lm"])
     else:
         free, chi2, n_iter, converged = adam(problem, free0, b, opts["adam"])
+        normal = None
     B, F = free.shape
     flags = torch.tensor([c.flags for c in cutouts], dtype=torch.long, device=device)
     flags |= torch.where(converged, 0, int(Flag.NOT_CONVERGED))
@@ -149,7 +150,7 @@ def _fit_batch(cutouts, cols, opts):
 
     err = None
     if opts["errors"] == "covariance":
-        C, ok = covariance(problem, free, b)
+        C, ok = covariance(normal if normal is not None else normal_matrix(problem, free, b))
         names, T = catalog_jacobian(model, free, b)
         e = propagate(C, T)
         if opts["scale_errors"]:
@@ -181,7 +182,7 @@ def _bootstrap(problem, cutouts, free, b, values, opts):
     counts = torch.poisson(torch.ones(reps.weight.shape), generator=gen).to(reps.weight)
     weight = reps.weight * torch.sqrt(counts)
     settings = LMSettings(max_iter=min(opts["lm"].max_iter, 30))
-    f_rep, _, _, _ = levenberg_marquardt(reps, free.repeat_interleave(R, 0), b.repeat_interleave(R, 0),
+    f_rep, _, _, _, _ = levenberg_marquardt(reps, free.repeat_interleave(R, 0), b.repeat_interleave(R, 0),
                                          settings, sub_weight=weight)
     rep_values = model.catalog_values(model.expand(f_rep, b.repeat_interleave(R, 0)))
     out = {}

@@ -214,9 +214,12 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
         zeropoint = next((float(header[k]) for k in ("MAGZP", "ZP", "MAGZERO", "ZEROPT") if k in header), 0.0)
     if pixel_scale is None and "PIXSCALE" in header:
         pixel_scale = float(header["PIXSCALE"])
-    for what, arr, path in (("sigma", noise, sigma or weight or variance), ("mask", mask_data, mask)):
+    noise_source = next((v for v in (sigma, weight, variance) if v is not None), None)
+    for what, arr, path in (("sigma", noise, noise_source), ("mask", mask_data, mask)):
+        path = path if isinstance(path, (str, Path)) else source
         if arr is not None and arr.shape != data.shape:
-            raise CutoutError(f"{path}: {what} shape {arr.shape} differs from image shape {data.shape} ({source})")
+            raise CutoutError(f"{path}: {what} shape {arr.shape} differs from image shape {data.shape}"
+                              + (f" ({source})" if path != source else ""))
     psf_where = str(psf) if isinstance(psf, (str, Path)) else source
     if psf_data is not None:
         psf_data = normalise_psf(psf_data, psf_where)

@@ -34,7 +34,9 @@ def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: 
                         sub_weight: torch.Tensor | None = None):
     """Minimise χ² for every galaxy of ``problem``, starting from ``free`` (B, F).
 
-    Returns (free, chi2, n_iter, converged) with per-galaxy tensors.  ``sub_weight`` (B, H, W),
+    Returns (free, chi2, n_iter, converged, normal) with per-galaxy tensors; ``normal`` (B, F, F)
+    is JᵀWJ at the last point where J was formed (the optimum, or one step of < tol_chi2 before
+    it), which the covariance errors reuse instead of forming J again.  ``sub_weight`` (B, H, W),
     if given, replaces the problem's weights (bootstrap replicates).
     """
     dev = free.device
@@ -88,4 +90,4 @@ def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: 
         done = (accept & (gain < tol) & (lam[idx] <= 1e-2)) | (~accept & (lam[idx] > settings.lambda_max))
         converged[idx[done]] = True
         active[idx[done]] = False
-    return free, chi2, n_iter, converged
+    return free, chi2, n_iter, converged, A

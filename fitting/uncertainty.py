@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["covariance", "catalog_jacobian", "propagate"]
+__all__ = ["normal_matrix", "covariance", "catalog_jacobian", "propagate"]
 
 
-def covariance(problem, free: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C (B, F, F), ok (B,)) at ``free``; ok is False where JᵀWJ is not positive definite."""
+def normal_matrix(problem, free: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """JᵀWJ (B, F, F), float64, at ``free``."""
     idx = torch.arange(free.shape[0], device=free.device)
     _, J = problem.jacobian(free, b, problem.subset(idx))
     J = J.to(torch.float64)
-    A = J.transpose(1, 2) @ J
+    return J.transpose(1, 2) @ J
+
+
+def covariance(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C = A⁻¹ (B, F, F), ok (B,)); ok is False where A = JᵀWJ is not positive definite."""
     L, info = torch.linalg.cholesky_ex(A)
     ok = info == 0
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).expand_as(A)

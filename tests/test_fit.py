@@ -261,3 +261,13 @@ def test_gpu_matches_cpu(clean):
     b = fit([cut], as_init([start(TRUTH)]), device="cuda")[0]
     for k in ("sersic_mag", "sersic_r_e", "sersic_n", "sersic_q", "sersic_pa"):
         assert abs(a[k] - b[k]) < 0.05 * a[f"{k}_err"], k
+
+
+def test_read_cutout_accepts_arrays():
+    image = np.ones((12, 12))
+    cut = read_cutout(image, id="arr", sigma=np.full((12, 12), 2.0), mask=np.zeros((12, 12)))
+    assert cut.id == "arr" and np.all(cut.sigma == 2.0)
+    cut = read_cutout(image, id="w", weight=np.full((12, 12), 4.0))
+    assert np.allclose(cut.sigma, 0.5)
+    with pytest.raises(CutoutError, match="sigma shape"):
+        read_cutout(image, id="bad", variance=np.ones((3, 3)))
