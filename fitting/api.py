@@ -57,7 +57,7 @@ def _init_columns(init, cutouts) -> dict:
 
 
 def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", errors: str = "covariance",
-        n_bootstrap: int = 50, device=None, batch_size: int = 256, render_config: RenderConfig | None = None,
+        n_bootstrap: int = 50, device=None, batch_size: int | None = None, render_config: RenderConfig | None = None,
         lm_settings: LMSettings | None = None, adam_settings: AdamSettings | None = None,
         seed: int = 0, scale_errors: bool = False):
     """Fit ``model`` to every cutout; return the catalog (astropy Table, one row per cutout).
@@ -70,16 +70,20 @@ def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", e
     method : ``"lm"`` (Levenberg–Marquardt, default) or ``"adam"``.
     errors : ``"covariance"`` (sqrt diag (JᵀWJ)⁻¹), ``"bootstrap"`` (``n_bootstrap`` Poisson
         replicates per galaxy) or ``"none"``.
+    batch_size : galaxies fitted together (default 256 on the CPU, 2048 on a GPU: about 25 GB
+        for 128×128 cutouts with a 25×25 PSF; memory grows linearly with it).
     scale_errors : multiply covariance errors by sqrt(chi2_nu) (off by default, as in GALFIT).
     """
     if method not in ("lm", "adam"):
         raise ValueError(f"method must be 'lm' or 'adam', got {method!r}")
     if errors not in ("covariance", "bootstrap", "none"):
         raise ValueError(f"errors must be 'covariance', 'bootstrap' or 'none', got {errors!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = model or default_model()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if batch_size is None:
+        batch_size = 2048 if device.type == "cuda" else 256
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     cutouts = list(cutouts)
     if not cutouts:
         return build_catalog(model, [], {}, None, [], [], [], [], [])

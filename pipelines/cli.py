@@ -31,11 +31,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     s.add_argument("--batch-size", dest="batch_size", type=int, default=None,
                    help="galaxies per fitter batch (default: the fitter's)")
-    s.add_argument("--chunk-size", dest="chunk_size", type=int, default=128,
-                   help="galaxies per shard written to disk (default 128)")
+    s.add_argument("--chunk-size", dest="chunk_size", type=int, default=None,
+                   help="galaxies per shard written to disk (default 128 on the CPU, 2048 on a GPU)")
     s.add_argument("--workers", type=int, default=-1,
                    help="DataLoader worker processes for reading, sep masking and initial guesses "
-                        "(default: CPU cores - 1, at most 4; 0 = in the main process)")
+                        "(default: CPU cores - 1, at most 16; 0 = in the main process)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     s.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")

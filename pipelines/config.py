@@ -30,7 +30,9 @@ class RunConfig:
     method : ``lm`` or ``adam``.  errors : ``covariance``, ``bootstrap`` or ``none``.
     device : torch device (None: CUDA when present, else CPU).
     batch_size : galaxies per fitter batch (None: the fitter's default).
-    chunk_size : galaxies per shard (>= 1).  workers : DataLoader processes (>= 0).
+    chunk_size : galaxies per shard (>= 1; None: 128 on the CPU, 2048 on a GPU, whose batched
+        fitter needs thousands at once).  workers : DataLoader processes (>= 0; default: one per
+        core but one, at most 16).
     resume : continue an interrupted run.  overwrite : discard a previous run's results.
     panels : write PNG panels (data/model/residual) for the first ``panels`` galaxies (>= 0).
     blocks : write a FITS image block (data, model, residual, mask) per galaxy.
@@ -52,7 +54,7 @@ class RunConfig:
     errors: str = "covariance"
     device: str | None = None
     batch_size: int | None = None
-    chunk_size: int = 128
+    chunk_size: int | None = None
     workers: int = -1
     resume: bool = False
     overwrite: bool = False
@@ -66,12 +68,12 @@ class RunConfig:
     def __post_init__(self):
         if self.workers < 0:
             # Leave one core to the fitter; workers do I/O and sep.
-            self.workers = max(0, min(4, (os.cpu_count() or 1) - 1))
+            self.workers = max(0, min(16, (os.cpu_count() or 1) - 1))
         if self.method not in ("lm", "adam"):
             raise ValueError(f"method must be 'lm' or 'adam', got {self.method!r}")
         if self.errors not in ("covariance", "bootstrap", "none"):
             raise ValueError(f"errors must be 'covariance', 'bootstrap' or 'none', got {self.errors!r}")
-        if self.chunk_size < 1:
+        if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")

@@ -179,7 +179,8 @@ def run(cfg: RunConfig, model=None, stream=None) -> dict:
                         enabled=cfg.progress)
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
     index, written, panels = store.next_index(), 0, 0
-    loader = cutout_loader(todo, batch_size=cfg.chunk_size, num_workers=cfg.workers,
+    chunk_size = cfg.chunk_size or (2048 if device.type == "cuda" else 128)
+    loader = cutout_loader(todo, batch_size=chunk_size, num_workers=cfg.workers,
                            transform=Preparer(masker, initializer))
     for chunk in loader:
         prepared = [g for g in chunk if isinstance(g, Prepared)]
