@@ -27,18 +27,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.metrics import CATASTROPHIC_DLOGRE, CATASTROPHIC_DMAG, deltas, robust_scatter  # noqa: E402
+
 COLS = ("sersic_x", "sersic_y", "sersic_mag", "sersic_r_e", "sersic_n", "sersic_q", "sersic_pa")
 
 
 def make(path: Path, n: int) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.dataset import SimConfig, simulate
 
     bs = simulate(SimConfig(n_galaxies=n))
-    sky = np.stack([np.median(c.sigma) for c in bs.cutouts])
     np.savez(path, image=np.stack([c.image for c in bs.cutouts]).astype(np.float32),
              sigma=np.stack([c.sigma for c in bs.cutouts]).astype(np.float16), psf=bs.psf,
-             zeropoint=np.array([c.zeropoint for c in bs.cutouts]), sky_sigma=sky,
+             zeropoint=np.array([c.zeropoint for c in bs.cutouts]),
              **{f"truth_{k}": np.asarray(bs.truth[k]) for k in COLS},
              **{f"init_{k}": np.asarray(bs.init[k]) for k in COLS})
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {n} cutouts)")
@@ -65,18 +66,14 @@ def tiled(data, n: int, seed: int = 0):
 
 
 def accuracy(cat, truth) -> dict:
-    def rscatter(x):
-        x = np.asarray(x, float)
-        x = x[np.isfinite(x)]
-        return float(1.4826 * np.median(np.abs(x - np.median(x))))
-    d = {"dmag": np.asarray(cat["sersic_mag"]) - truth["sersic_mag"],
-         "dlogre": np.log10(np.asarray(cat["sersic_r_e"]) / truth["sersic_r_e"]),
-         "dn_over_n": np.asarray(cat["sersic_n"]) / truth["sersic_n"] - 1,
-         "dq": np.asarray(cat["sersic_q"]) - truth["sersic_q"]}
+    """Median and robust scatter of the differences to truth (benchmarks/metrics.py's)."""
+    from astropy.table import Table
+
+    d = deltas(cat, Table({"id": cat["id"], **truth}))
     out = {f"{k}_median": float(np.nanmedian(v)) for k, v in d.items()}
-    out.update({f"{k}_scatter": rscatter(v) for k, v in d.items()})
-    out["catastrophic"] = float(np.mean((np.abs(d["dmag"]) > 0.5) | (np.abs(d["dlogre"]) > 0.3)
-                                        | ~np.isfinite(d["dmag"])))
+    out.update({f"{k}_scatter": robust_scatter(v) for k, v in d.items()})
+    out["catastrophic"] = float(np.mean(~(np.abs(d["dmag"]) <= CATASTROPHIC_DMAG)
+                                        | ~(np.abs(d["dlogre"]) <= CATASTROPHIC_DLOGRE)))
     out["not_converged"] = int(np.sum(np.asarray(cat["flags"]) & 1))
     return out
 
@@ -109,9 +106,10 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     result = {"device": name, "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
               "fits": "single Sérsic + PSF, 128x128, covariance errors, LM", "runs": []}
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     cutouts, init, truth = tiled(data, args.n_fit)
     fit(cutouts[:64], {k: v[:64] for k, v in init.items()}, device=device)  # warm-up
-    for bs in [int(b) for b in args.batch_sizes.split(",")]:
+    for bs in batch_sizes:
         sync(device)
         t0 = time.perf_counter()
         cat = fit(cutouts, init, device=device, batch_size=bs)
@@ -124,7 +122,7 @@ def main(argv=None) -> int:
         print(json.dumps(run))
         result["runs"].append(run)
     if args.e2e:
-        result["end_to_end"] = end_to_end(data, args.e2e, device, args.workers, max(int(b) for b in args.batch_sizes.split(",")))
+        result["end_to_end"] = end_to_end(data, args.e2e, device, args.workers, max(batch_sizes))
         print(json.dumps(result["end_to_end"]))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -142,7 +140,7 @@ def end_to_end(data, n: int, device, workers: int, batch_size: int) -> dict:
     from galmoss_auto.fitting import fit
     from galmoss_auto.fitting.dataset import CutoutFailure, cutout_loader
 
-    cutouts, init, truth = tiled(data, n, seed=1)
+    cutouts, init, _ = tiled(data, n, seed=1)
     tmp = Path(tempfile.mkdtemp(prefix="e2e-"))
     fits.writeto(tmp / "psf.fits", data["psf"].astype(np.float32))
     records = []
@@ -154,12 +152,12 @@ def end_to_end(data, n: int, device, workers: int, batch_size: int) -> dict:
     del cutouts
     sync(device)
     t0 = time.perf_counter()
-    n_fit, failures, cats = 0, 0, []
+    n_fit, failures = 0, 0
     for batch in cutout_loader(records, batch_size=batch_size, num_workers=workers):
         good = [c for c in batch if not isinstance(c, CutoutFailure)]
         failures += len(batch) - len(good)
         idx = np.array([int(c.id) for c in good])
-        cats.append(fit(good, {k: v[idx] for k, v in init.items()}, device=device, batch_size=batch_size))
+        fit(good, {k: v[idx] for k, v in init.items()}, device=device, batch_size=batch_size)
         n_fit += len(good)
     sync(device)
     dt = time.perf_counter() - t0

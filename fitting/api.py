@@ -30,7 +30,7 @@ from .problem import FitProblem
 from .render import RenderConfig
 from .uncertainty import catalog_jacobian, covariance, normal_matrix, propagate
 
-__all__ = ["fit", "model_images"]
+__all__ = ["fit", "model_images", "default_batch_size"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ def _init_columns(init, cutouts) -> dict:
     return cols
 
 
+def default_batch_size(device) -> int:
+    """Galaxies fitted together by default: 256 on the CPU, 2048 on a GPU (about 25 GB for
+    128×128 cutouts with a 25×25 PSF; memory grows linearly with it)."""
+    return 2048 if torch.device(device).type == "cuda" else 256
+
+
 def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", errors: str = "covariance",
         n_bootstrap: int = 50, device=None, batch_size: int | None = None, render_config: RenderConfig | None = None,
         lm_settings: LMSettings | None = None, adam_settings: AdamSettings | None = None,
@@ -70,8 +76,7 @@ def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", e
     method : ``"lm"`` (Levenberg–Marquardt, default) or ``"adam"``.
     errors : ``"covariance"`` (sqrt diag (JᵀWJ)⁻¹), ``"bootstrap"`` (``n_bootstrap`` Poisson
         replicates per galaxy) or ``"none"``.
-    batch_size : galaxies fitted together (default 256 on the CPU, 2048 on a GPU: about 25 GB
-        for 128×128 cutouts with a 25×25 PSF; memory grows linearly with it).
+    batch_size : galaxies fitted together (default: :func:`default_batch_size`).
     scale_errors : multiply covariance errors by sqrt(chi2_nu) (off by default, as in GALFIT).
     """
     if method not in ("lm", "adam"):
@@ -81,7 +86,7 @@ def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", e
     model = model or default_model()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if batch_size is None:
-        batch_size = 2048 if device.type == "cuda" else 256
+        batch_size = default_batch_size(device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     cutouts = list(cutouts)

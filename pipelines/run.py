@@ -33,6 +33,7 @@ from astropy.table import Table, vstack
 
 from galmoss_auto.automask.base import get_masker
 from galmoss_auto.automask.detect import DetectConfig
+from galmoss_auto.fitting.api import default_batch_size
 from galmoss_auto.fitting.dataset import CutoutFailure, cutout_loader
 from galmoss_auto.fitting.flags import Flag
 from galmoss_auto.initnet.base import PARAMS, get_initializer
@@ -179,7 +180,8 @@ def run(cfg: RunConfig, model=None, stream=None) -> dict:
                         enabled=cfg.progress)
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
     index, written, panels = store.next_index(), 0, 0
-    chunk_size = cfg.chunk_size or (2048 if device.type == "cuda" else 128)
+    # on a GPU a chunk is one full fitter batch; on the CPU small shards resume at a finer grain
+    chunk_size = cfg.chunk_size or (default_batch_size(device) if device.type == "cuda" else 128)
     loader = cutout_loader(todo, batch_size=chunk_size, num_workers=cfg.workers,
                            transform=Preparer(masker, initializer))
     for chunk in loader:
