@@ -65,7 +65,7 @@ def default_batch_size(device) -> int:
 def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", errors: str = "covariance",
         n_bootstrap: int = 50, device=None, batch_size: int | None = None, render_config: RenderConfig | None = None,
         lm_settings: LMSettings | None = None, adam_settings: AdamSettings | None = None,
-        seed: int = 0, scale_errors: bool = False):
+        seed: int = 0, scale_errors: bool = False, jacobian: str = "auto"):
     """Fit ``model`` to every cutout; return the catalog (astropy Table, one row per cutout).
 
     cutouts : list of :class:`~galmoss_auto.fitting.cutout.Cutout`.
@@ -78,6 +78,8 @@ def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", e
         replicates per galaxy) or ``"none"``.
     batch_size : galaxies fitted together (default: :func:`default_batch_size`).
     scale_errors : multiply covariance errors by sqrt(chi2_nu) (off by default, as in GALFIT).
+    jacobian : ``"auto"`` (analytic where the model allows it: with a PSF and no boxy
+        component; else forward differences), ``"analytic"`` or ``"fd"``.
     """
     if method not in ("lm", "adam"):
         raise ValueError(f"method must be 'lm' or 'adam', got {method!r}")
@@ -89,13 +91,16 @@ def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", e
         batch_size = default_batch_size(device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if jacobian not in ("auto", "analytic", "fd"):
+        raise ValueError(f"jacobian must be 'auto', 'analytic' or 'fd', got {jacobian!r}")
     cutouts = list(cutouts)
     if not cutouts:
         return build_catalog(model, [], {}, None, [], [], [], [], [])
     cols = _init_columns(init, cutouts)
     opts = dict(model=model, method=method, errors=errors, n_bootstrap=n_bootstrap, device=device,
                 config=render_config or RenderConfig(), lm=lm_settings or LMSettings(),
-                adam=adam_settings or AdamSettings(), seed=seed, scale_errors=scale_errors)
+                adam=adam_settings or AdamSettings(), seed=seed, scale_errors=scale_errors,
+                jacobian=jacobian)
     groups: dict = {}
     for i, c in enumerate(cutouts):
         groups.setdefault(c.psf is not None, []).append(i)
@@ -131,7 +136,7 @@ def _fit_isolating(cutouts, cols, opts):
 def _fit_batch(cutouts, cols, opts):
     model: Model = opts["model"]
     device = opts["device"]
-    problem = FitProblem(model, cutouts, device=device, config=opts["config"])
+    problem = FitProblem(model, cutouts, device=device, config=opts["config"], jacobian=opts["jacobian"])
     full0 = model.initial_full(cols, cutouts).to(device)
     free0, b = model.split(full0)
     free0 = torch.minimum(torch.maximum(free0, problem.lower), problem.upper)
@@ -186,7 +191,7 @@ def _bootstrap(problem, cutouts, free, b, values, opts):
     if R < 2:
         raise ValueError(f"n_bootstrap must be >= 2, got {R}")
     reps = FitProblem(model, [c for c in cutouts for _ in range(R)], device=problem.device,
-                      config=problem.config)
+                      config=problem.config, jacobian=opts["jacobian"])
     gen = torch.Generator(device="cpu").manual_seed(int(opts["seed"]) + 7919 * len(cutouts))
     counts = torch.poisson(torch.ones(reps.weight.shape), generator=gen).to(reps.weight)
     weight = reps.weight * torch.sqrt(counts)

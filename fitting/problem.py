@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .jacobian import render_with_jacobian, supports_analytic_jacobian
 from .model import Model
 from .render import Canvas, RenderConfig, psf_transfer, render
 
@@ -24,7 +25,9 @@ class FitProblem:
     """Everything fixed during the fit of one batch, on one device."""
 
     def __init__(self, model: Model, cutouts, device="cpu", config: RenderConfig | None = None,
-                 fd_step: float = FD_STEP):
+                 fd_step: float = FD_STEP, jacobian: str = "auto"):
+        if jacobian not in ("auto", "analytic", "fd"):
+            raise ValueError(f"jacobian must be 'auto', 'analytic' or 'fd', got {jacobian!r}")
         self.model, self.cutouts = model, list(cutouts)
         self.device = torch.device(device)
         self.config = config or RenderConfig()
@@ -58,6 +61,17 @@ class FitProblem:
                         torch.tensor([(c.shape[1] - 1) / 2 for c in self.cutouts], device=self.device))
         self.kernel = self._kernels() if all(has_psf) else None
         self.lower, self.upper = (t.to(self.device) for t in model.internal_bounds(self.cutouts))
+        analytic = supports_analytic_jacobian(model.components, self.canvas)
+        if jacobian == "analytic" and not analytic:
+            raise ValueError("the analytic Jacobian needs a PSF and no boxy (c0) components")
+        self.analytic = analytic and jacobian != "fd"
+        # the internal parameters that move with the free ones, and d(those)/d(free)
+        moving = self.model.A.abs().sum(1) > 0
+        self.wrt_index = torch.nonzero(moving).squeeze(1)
+        self.wrt = [(c.name, s.name, s.kind) for i, (c, s) in enumerate(self.model.params) if moving[i]]
+        A = self.model.A[moving]
+        eye = A.shape[0] == A.shape[1] and bool((A == torch.eye(A.shape[0], dtype=A.dtype)).all())
+        self.free_from_wrt = None if eye else A.to(device=self.device, dtype=torch.float32)
 
     def _kernels(self) -> torch.Tensor:
         """PSF transforms, computed once per galaxy, grouped by PSF shape (no per-galaxy loop)."""
@@ -95,9 +109,28 @@ class FitProblem:
     def jacobian(self, free: torch.Tensor, b: torch.Tensor, sub: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Residuals (B', Npix) and their Jacobian d(w·model)/d(free) (B', Npix, F).
 
-        Forward differences, all perturbed copies rendered in one batched call; the PSF
-        convolution is inside the render, so it is inside J.
+        Analytic (rendered with the model, see :mod:`galmoss_auto.fitting.jacobian`) where the
+        model allows it, else forward differences; the PSF convolution is inside J either way.
         """
+        if self.analytic:
+            return self._analytic_jacobian(free, b, sub)
+        return self._fd_jacobian(free, b, sub)
+
+    def _analytic_jacobian(self, free, b, sub):
+        full = self.model.expand(free, b)
+        params = {c: {k: v.to(torch.float32) for k, v in d.items()}
+                  for c, d in self.model.natural(full).items()}
+        image, cols = render_with_jacobian(self.canvas, self.model.components, params, sub["zeropoint"],
+                                           sub["kernel"], self.wrt, centres=sub["centres"])
+        w = sub["weight"].flatten(1)
+        cols = cols.flatten(2)                                                       # (B', P', Npix)
+        if self.free_from_wrt is not None:
+            cols = torch.einsum("bpn,pf->bfn", cols, self.free_from_wrt)
+        r = (sub["data"].flatten(1) - image.flatten(1)) * w
+        return r, (cols * w[:, None]).transpose(1, 2)
+
+    def _fd_jacobian(self, free, b, sub):
+        """Forward differences, all perturbed copies rendered in one batched call."""
         Bp, F = free.shape
         steps = torch.eye(F, dtype=free.dtype, device=free.device) * self.fd_step
         # push a step at an upper bound downwards, so the perturbed point stays feasible

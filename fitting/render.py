@@ -119,6 +119,8 @@ class Canvas:
             cdt = torch.complex64 if dtype == torch.float32 else torch.complex128
             self.dft_y = torch.exp(-1j * ky[:, None].to(cdt) * self.fine[None, :].to(cdt))   # (Ny, Ks)
             self.dft_x = torch.exp(-1j * kx[None, :].to(cdt) * self.fine[:, None].to(cdt))   # (Ks, Nxr)
+            # the same as one real matrix: [cos | -sin] (Ks, 2 Nxr), for real patches
+            self.dft_x_real = torch.cat([self.dft_x.real, self.dft_x.imag], dim=1).contiguous()
             self.cdtype = cdt
 
     @property
@@ -205,6 +207,59 @@ def _core(component, p, log_amp, r0):
     return flux, sxx, syy, sxy
 
 
+@dataclass
+class PatchGeometry:
+    """Where one elliptical component's fine patch lies, for each galaxy of a batch.
+
+    oy, ox : (B, 1, 1) integer 0-based cutout coordinates of the patch's first pixel.
+    window : (B, Ny, Nx) the patch window at the canvas's pixel centres (1 inside, 0 outside).
+    fy, fx : (B, Ks, 1), (B, 1, Ks) cutout coordinates of the fine samples.
+    fine_window : (B, Ks, Ks) the window at the fine samples.
+    r0 : (B, 1, 1) elliptical radius of the exactly integrated core.
+    """
+
+    oy: torch.Tensor
+    ox: torch.Tensor
+    window: torch.Tensor
+    fy: torch.Tensor
+    fx: torch.Tensor
+    fine_window: torch.Tensor
+    r0: torch.Tensor
+
+
+def patch_geometry(canvas: Canvas, p: dict) -> PatchGeometry:
+    """The patch, window and core radius of a component with natural parameters ``p`` (B, 1, 1).
+
+    The patch and its window depend on the centre only through the patch's integer origin, so
+    they are constant under small moves of the centre (the Jacobian relies on this).
+    """
+    cfg = canvas.config
+    K = canvas.patch
+    my, mx = canvas.margin
+    oy = _patch_origin(p["y"], my, K, canvas.ny)
+    ox = _patch_origin(p["x"], mx, K, canvas.nx)
+    cy, cx = oy + (K - 1) / 2.0, ox + (K - 1) / 2.0
+    half, taper = K / 2.0, cfg.taper
+    Y, X = canvas.ys[None, :, None], canvas.xs[None, None, :]
+    window = _window(Y - cy, half, taper) * _window(X - cx, half, taper)
+    fy = oy + canvas.fine[None, :, None]
+    fx = ox + canvas.fine[None, None, :]
+    fine_window = _window(fy - cy, half, taper) * _window(fx - cx, half, taper)
+    return PatchGeometry(oy, ox, window, fy, fx, fine_window, core_radius(canvas, p["q"]))
+
+
+def core_radius(canvas: Canvas, q: torch.Tensor) -> torch.Tensor:
+    """Elliptical radius of the exactly integrated core, for axis ratios ``q``.
+
+    Its short side spans ``core_subpixels`` sub-pixels; its long side stays inside the patch
+    window's flat middle, so the core lies wholly in the patch part.
+    """
+    cfg = canvas.config
+    short = cfg.core_subpixels / cfg.oversample
+    flat = canvas.patch / 2.0 - cfg.taper - 0.75
+    return torch.minimum(short / torch.clamp(q, max=1.0), flat / torch.clamp(q, min=1.0))
+
+
 def _patch_origin(center, margin, size, n):
     """Integer 0-based cutout coordinate of the patch's first pixel, kept on the canvas."""
     origin = torch.round(center.detach()) - size // 2
@@ -224,13 +279,11 @@ def render(canvas: Canvas, components, params: dict, zeropoint: torch.Tensor,
     centres : ((B,) y, (B,) x) reference pixel of each image for tilted skies (default: the
         canvas's centre).
     """
-    cfg = canvas.config
-    K, s = canvas.patch, cfg.oversample
+    K, s = canvas.patch, canvas.config.oversample
     h = 1.0 / s
     B = zeropoint.shape[0]
     zp = zeropoint[:, None, None]
     Y, X = canvas.ys[None, :, None], canvas.xs[None, None, :]
-    my, mx = canvas.margin
     outer = torch.zeros(B, canvas.ny, canvas.nx, device=canvas.device, dtype=canvas.dtype)
     spectrum = None
 
@@ -250,33 +303,19 @@ def render(canvas: Canvas, components, params: dict, zeropoint: torch.Tensor,
             add_spectrum(flux[:, :, None] * canvas.shift(params[comp.name]["y"], params[comp.name]["x"]))
             continue
         log_amp = comp.log_amplitude(p, zp)
+        geo = patch_geometry(canvas, p)
         # outer: G (1 - w) at pixel centres on the whole canvas
-        oy = _patch_origin(y0, my, K, canvas.ny)
-        ox = _patch_origin(x0, mx, K, canvas.nx)
-        cy, cx = oy + (K - 1) / 2.0, ox + (K - 1) / 2.0
-        half, taper = K / 2.0, cfg.taper
-        window = _window(Y - cy, half, taper) * _window(X - cx, half, taper)
         r = _ellipse_radius(X - x0, Y - y0, p)
-        outer = outer + torch.exp(log_amp + comp.log_shape(r, p)) * (1.0 - window)
-        # core radius (elliptical): its short side spans core_subpixels sub-pixels, its long side
-        # stays inside the window's flat middle (so the core is wholly in the patch part)
-        flat = half - taper - 0.75
-        r0 = torch.minimum(cfg.core_subpixels * h / torch.clamp(p["q"], max=1.0),
-                           flat / torch.clamp(p["q"], min=1.0))
+        outer = outer + torch.exp(log_amp + comp.log_shape(r, p)) * (1.0 - geo.window)
         # patch: G w at fine samples (flux per sub-pixel), the core left out
-        fy = oy + canvas.fine[None, :, None]
-        fx = ox + canvas.fine[None, None, :]
+        fy, fx, oy, ox, r0 = geo.fy, geo.fx, geo.oy, geo.ox, geo.r0
         rf = _ellipse_radius(fx - x0, fy - y0, p)
-        fine_window = _window(fy - cy, half, taper) * _window(fx - cx, half, taper)
-        fine = (torch.exp(log_amp + comp.log_shape(rf, p)) * fine_window
+        fine = (torch.exp(log_amp + comp.log_shape(rf, p)) * geo.fine_window
                 * (1.0 - _core_weight(rf, r0)) * (h * h))
         cflux, sxx, syy, sxy = _core(comp, p, log_amp, r0)
         if canvas.fourier:
-            add_spectrum(_patch_spectrum(canvas, fine, oy[:, 0, 0], ox[:, 0, 0]))
-            ky, kx = canvas.ky[None, :, None], canvas.kx[None, None, :]
-            damp = torch.exp(-0.5 * (sxx * kx * kx + syy * ky * ky + 2 * sxy * kx * ky))
-            core = (cflux * damp).to(canvas.cdtype) * canvas.shift(params[comp.name]["y"], params[comp.name]["x"])
-            add_spectrum(core)
+            add_spectrum(patch_spectrum(canvas, fine, oy[:, 0, 0], ox[:, 0, 0]))
+            add_spectrum(core_spectrum(canvas, cflux, sxx, syy, sxy, params[comp.name]))
         else:
             # deposit the core as a normalised Gaussian on the fine grid, then bin to pixels
             dx, dy = fx - x0, fy - y0
@@ -296,32 +335,61 @@ def render(canvas: Canvas, components, params: dict, zeropoint: torch.Tensor,
         image = canvas.crop(torch.fft.irfft2(total * kernel, s=(canvas.ny, canvas.nx)))
     else:
         image = outer
-    # unconvolved components: the sky
+    return image + sky_image(canvas, components, params, centres)
+
+
+def patch_spectrum(canvas: Canvas, fine: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
+    """Transform of fine patches (B, ..., Ks, Ks) at the canvas frequencies, placed at their origins.
+
+    ``oy``, ``ox`` (B,): each galaxy's patch origin; any axes between the first and the last two
+    (e.g. a stack of derivative patches) share it.  The real patch is transformed along x first
+    with one real matrix product (cos and sin together), then along y: the cheapest order.
+    """
+    my, mx = canvas.margin
+    nxr = canvas.dft_x.shape[1]
+    half = fine @ canvas.dft_x_real                                   # (..., Ks, 2 Nxr)
+    half = torch.complex(half[..., :nxr], half[..., nxr:])
+    core = canvas.dft_y @ half                                        # (..., Ny, Nxr)
+    extra = (1,) * (fine.ndim - 3)
+    py = torch.exp(-1j * (canvas.ky[None, :] * (oy[:, None] + my)).to(canvas.cdtype))
+    px = torch.exp(-1j * (canvas.kx[None, :] * (ox[:, None] + mx)).to(canvas.cdtype))
+    return core * (py.view(-1, *extra, py.shape[1], 1) * px.view(-1, *extra, 1, px.shape[1]))
+
+
+def core_spectrum(canvas: Canvas, flux, sxx, syy, sxy, p: dict) -> torch.Tensor:
+    """Transform of the core's Gaussian (flux and second moments (B, 1, 1), pixels²) at the
+    component's centre ``p["x"], p["y"]`` (B,)."""
+    ky, kx = canvas.ky[None, :, None], canvas.kx[None, None, :]
+    damp = torch.exp(-0.5 * (sxx * kx * kx + syy * ky * ky + 2 * sxy * kx * ky))
+    return (flux * damp).to(canvas.cdtype) * canvas.shift(p["y"], p["x"])
+
+
+def sky_offsets(canvas: Canvas, B: int, centres: tuple | None):
+    """(yy (B, H, 1), xx (B, 1, W)): pixel offsets from each image's reference pixel."""
+    my, mx = canvas.margin
+    if centres is None:
+        cy = torch.full((B,), (canvas.height - 1) / 2, device=canvas.device, dtype=canvas.dtype)
+        cx = torch.full((B,), (canvas.width - 1) / 2, device=canvas.device, dtype=canvas.dtype)
+    else:
+        cy, cx = centres
+    yy = canvas.ys[my:my + canvas.height][None, :, None] - cy[:, None, None]
+    xx = canvas.xs[mx:mx + canvas.width][None, None, :] - cx[:, None, None]
+    return yy, xx
+
+
+def sky_image(canvas: Canvas, components, params: dict, centres: tuple | None):
+    """The unconvolved components (the sky) summed: (B, H, W), or 0.0 if there are none."""
+    total = 0.0
     for comp in components:
         if comp.convolved:
             continue
         p = params[comp.name]
         level = p["sky"][:, None, None]
         if "dsky_dx" in p:
-            if centres is None:
-                cy = torch.full((B,), (canvas.height - 1) / 2, device=canvas.device, dtype=canvas.dtype)
-                cx = torch.full((B,), (canvas.width - 1) / 2, device=canvas.device, dtype=canvas.dtype)
-            else:
-                cy, cx = centres
-            yy = canvas.ys[my:my + canvas.height][None, :, None] - cy[:, None, None]
-            xx = canvas.xs[mx:mx + canvas.width][None, None, :] - cx[:, None, None]
+            yy, xx = sky_offsets(canvas, level.shape[0], centres)
             level = level + p["dsky_dx"][:, None, None] * xx + p["dsky_dy"][:, None, None] * yy
-        image = image + level
-    return image
-
-
-def _patch_spectrum(canvas: Canvas, fine: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor) -> torch.Tensor:
-    """Transform of the fine patch (B, Ks, Ks) at the canvas frequencies, placed at its origin."""
-    my, mx = canvas.margin
-    core = canvas.dft_y @ fine.to(canvas.cdtype) @ canvas.dft_x          # (B, Ny, Nxr)
-    py = torch.exp(-1j * (canvas.ky[None, :] * (oy[:, None] + my)).to(canvas.cdtype))
-    px = torch.exp(-1j * (canvas.kx[None, :] * (ox[:, None] + mx)).to(canvas.cdtype))
-    return core * py[:, :, None] * px[:, None, :]
+        total = total + level
+    return total
 
 
 def _scatter_patch(binned: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, canvas: Canvas) -> torch.Tensor:

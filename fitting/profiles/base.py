@@ -115,6 +115,25 @@ class EllipticalProfile(Component):
         """log ∫_0^∞ exp(log_shape(r)) 2πr dr for a circular profile (q = 1, c0 = 0)."""
         raise TypeError(f"{type(self).__name__} must define log_shape_integral")
 
+    def log_shape_jet(self, r: torch.Tensor, p: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """log_shape at ``r``, its slope d log_shape / d ln r, and {name: d log_shape / d θ} for
+        the profile's own parameters θ in *internal* units (d/d ln L for a length L).
+
+        Used by the analytic Jacobian.  This generic version uses forward-mode automatic
+        differentiation; profiles override it with closed forms that share the work.
+        """
+        from torch.func import jvp
+
+        value, slope = jvp(lambda ln_r: self.log_shape(torch.exp(ln_r), p), (torch.log(r),),
+                           (torch.ones_like(r),))
+        derivs = {}
+        for spec in self.shape_specs:
+            v = p[spec.name]
+            tangent = v if spec.kind == "length" else torch.ones_like(v)
+            _, derivs[spec.name] = jvp(lambda t, name=spec.name: self.log_shape(r, {**p, name: t}),
+                                       (v,), (tangent,))
+        return value, slope, derivs
+
     def outer_radius(self, p: dict) -> torch.Tensor | None:
         """Elliptical radius beyond which the profile is zero (truncated profiles), else None."""
         return None

@@ -17,5 +17,9 @@ class DeVaucouleurs(Sersic):
     def log_shape(self, r, p):
         return super().log_shape(r, {**p, "n": torch.full_like(p["r_e"], 4.0)})
 
+    def log_shape_jet(self, r, p):
+        value, slope, derivs = super().log_shape_jet(r, {**p, "n": torch.full_like(p["r_e"], 4.0)})
+        return value, slope, {"r_e": derivs["r_e"]}
+
     def log_shape_integral(self, p):
         return super().log_shape_integral({**p, "n": torch.full_like(p["r_e"], 4.0)})

@@ -22,5 +22,9 @@ class Exponential(EllipticalProfile):
     def log_shape(self, r, p):
         return -r / p["r_s"]
 
+    def log_shape_jet(self, r, p):
+        value = -r / p["r_s"]
+        return value, value, {"r_s": -value}
+
     def log_shape_integral(self, p):
         return math.log(2 * math.pi) + 2 * torch.log(p["r_s"])

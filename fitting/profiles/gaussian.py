@@ -22,6 +22,10 @@ class Gaussian(EllipticalProfile):
         sigma = p["fwhm"] / (2 * SQRT_2LN2)
         return -0.5 * (r / sigma) ** 2
 
+    def log_shape_jet(self, r, p):
+        value = self.log_shape(r, p)
+        return value, 2.0 * value, {"fwhm": -2.0 * value}
+
     def log_shape_integral(self, p):
         sigma = p["fwhm"] / (2 * SQRT_2LN2)
         return math.log(2 * math.pi) + 2 * torch.log(sigma)

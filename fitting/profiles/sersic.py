@@ -26,6 +26,22 @@ class Sersic(EllipticalProfile):
         n = p["n"]
         return -sersic_bn(n) * (torch.pow(r / p["r_e"], 1.0 / n) - 1.0)
 
+    def log_shape_jet(self, r, p):
+        n, r_e = p["n"], p["r_e"]
+        with torch.enable_grad():
+            n_leaf = n.detach().requires_grad_(True)
+            b = sersic_bn(n_leaf)
+            db_dn, = torch.autograd.grad(b.sum(), n_leaf)
+        b = b.detach()
+        x = r / r_e
+        t = torch.pow(x, 1.0 / n)                     # (r / r_e)^(1/n)
+        bt_n = t * (b / n)
+        value = b - b * t
+        # d/d ln r_e = -d/d ln r = b t / n;  d/dn = -b'(t - 1) + b t ln(r / r_e) / n²
+        # (ln(r / r_e), not ln t: t underflows to 0 near the centre for small n)
+        d_n = db_dn * (1.0 - t) + bt_n * torch.log(x) / n
+        return value, -bt_n, {"r_e": bt_n, "n": d_n}
+
     def log_shape_integral(self, p):
         n, r_e = p["n"], p["r_e"]
         b = sersic_bn(n)
