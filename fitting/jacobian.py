@@ -115,7 +115,11 @@ def _elliptical(canvas: Canvas, comp, p: dict, zp: torch.Tensor, geometric: list
     # outer part on the canvas: O = I (1 - window)
     image, _, _, dln_i = value_and_log_derivs(X - p["x"], Y - p["y"])
     outer = image * (1.0 - geo.window)
-    outer_stack = torch.stack([outer] + [outer * dln_i[n] for n in geometric], dim=1)
+    # stacks are filled in place (no torch.stack copies: these are the largest arrays here)
+    outer_stack = outer.new_empty((outer.shape[0], 1 + len(geometric)) + outer.shape[1:])
+    outer_stack[:, 0] = outer
+    for i, n in enumerate(geometric):
+        torch.mul(outer, dln_i[n], out=outer_stack[:, 1 + i])
     # fine patch: F = P (1 - cw), P = I window h²;  dF = F dln I - P dcw
     image_f, rf, dln_rf, dln_if = value_and_log_derivs(geo.fx - p["x"], geo.fy - p["y"])
     pw = image_f * geo.fine_window * (h * h)
@@ -123,13 +127,13 @@ def _elliptical(canvas: Canvas, comp, p: dict, zp: torch.Tensor, geometric: list
     fine = pw * (1.0 - cw)
     z = torch.clamp(2.0 * rf / r0 - 1.0, 0.0, 1.0)
     dcw_dln = (-6.0 * z * (1.0 - z)) * (z + 1.0)        # d cw / d(ln r - ln r0)
-    fine_cols = []
-    for n in geometric:
-        col = fine * dln_if[n]
+    fine_stack = fine.new_empty((fine.shape[0], 1 + len(geometric)) + fine.shape[1:])
+    fine_stack[:, 0] = fine
+    pw_dcw = pw * dcw_dln
+    for i, n in enumerate(geometric):
         dln = dln_rf.get(n)
         dln = -d_ln_r0[n] if dln is None else dln - d_ln_r0[n]
-        fine_cols.append(col - pw * dcw_dln * dln)
-    fine_stack = torch.stack([fine] + fine_cols, dim=1)
+        torch.sub(fine * dln_if[n], pw_dcw * dln, out=fine_stack[:, 1 + i])
 
     spec = torch.fft.rfft2(outer_stack) + patch_spectrum(canvas, fine_stack, geo.oy[:, 0, 0], geo.ox[:, 0, 0])
     flux = torch.exp(log_flux)
@@ -138,11 +142,12 @@ def _elliptical(canvas: Canvas, comp, p: dict, zp: torch.Tensor, geometric: list
     if not geometric:
         return total, spec[:, 1:]
     ky, kx = canvas.ky[None, :, None], canvas.kx[None, None, :]
-    dcore = []
-    for n in geometric:
-        quad = d_sxx[n] * kx * kx + d_syy[n] * ky * ky + 2.0 * d_sxy[n] * kx * ky
-        dcore.append(core * (d_log_flux[n] - 0.5 * quad))
-    return total, spec[:, 1:] + torch.stack(dcore, dim=1)
+    dspec = spec[:, 1:]
+    kxx, kyy, kxy = kx * kx, ky * ky, 2.0 * kx * ky
+    for i, n in enumerate(geometric):
+        quad = d_sxx[n] * kxx + d_syy[n] * kyy + d_sxy[n] * kxy
+        dspec[:, i] += core * (d_log_flux[n] - 0.5 * quad)
+    return total, dspec
 
 
 def render_with_jacobian(canvas: Canvas, components, params: dict, zeropoint: torch.Tensor,
@@ -191,7 +196,8 @@ def render_with_jacobian(canvas: Canvas, components, params: dict, zeropoint: to
     image = canvas.crop(torch.fft.irfft2(total * kernel, s=shape))
     cols = torch.zeros(B, len(wrt), H, W, device=canvas.device, dtype=canvas.dtype)
     if conv_specs:
-        stack = torch.stack(conv_specs, dim=1) * kernel[:, None]
+        stack = torch.stack(conv_specs, dim=1)
+        stack *= kernel[:, None]
         cols[:, conv_cols] = canvas.crop(torch.fft.irfft2(stack, s=shape))
     image = image + sky_image(canvas, components, params, centres)
     for comp in components:
