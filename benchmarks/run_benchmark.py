@@ -5,7 +5,7 @@ one set of sep initial guesses, fits them with galmoss-auto (all ``--n``) and wi
 available peer (the first ``--peer-n``, since the peers are slow), with the same images, sigma,
 PSF and starting values.  Times are wall-clock seconds of the fit calls only, after a warm-up
 fit that is not counted.  Prints one Markdown table, then writes it as JSON and Markdown to
-``--out``/<date>-<host>-<device>.{json,md} with the CPU/GPU, torch version and date.
+``--out``/<date>-<host>-<device>[-<tag>].{json,md} with the CPU/GPU, torch version and date.
 
 Accuracy is also given for galmoss-auto on the peers' galaxies (row "[first k]" when
 --peer-n < --n), so every scatter is compared on the same galaxies.  The scatter target is
@@ -57,6 +57,7 @@ def parse_args(argv=None):
     ap.add_argument("--galmoss-errors", default="none", choices=("none", "covariance"),
                     help="GalMOSS's covar_mat errors (slow on a CPU; default off)")
     ap.add_argument("--seed", type=int, default=SimConfig.seed)
+    ap.add_argument("--tag", default="", help="suffix for the result files' names (letters, digits, -)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args(argv)
     if args.n < 1:
@@ -64,6 +65,8 @@ def parse_args(argv=None):
     if not 1 <= args.peer_n:
         ap.error(f"--peer-n must be >= 1, got {args.peer_n}")
     args.peer_n = min(args.peer_n, args.n)
+    if not all(ch.isalnum() or ch == "-" for ch in args.tag):
+        ap.error(f"--tag may hold letters, digits and '-' only, got {args.tag!r}")
     return args
 
 
@@ -219,7 +222,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / slug(info)
+    stem = out / (slug(info) + (f"-{args.tag}" if args.tag else ""))
     payload = {"machine": info, "args": vars(args), "simulation": {
         **{k: getattr(bench.config, k) for k in bench.config.__dataclass_fields__}, **bench.meta},
         "versions": versions, "settings": settings, "rows": rows, "targets": targets,

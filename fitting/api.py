@@ -100,6 +100,7 @@ def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", e
         return build_catalog(model, [], {}, None, [], [], [], [], [])
     cols = _init_columns(init, cutouts)
     opts = dict(model=model, method=method, errors=errors, n_bootstrap=n_bootstrap, device=device,
+                batch_size=batch_size,
                 config=render_config or RenderConfig(), lm=lm_settings or LMSettings(),
                 adam=adam_settings or AdamSettings(), seed=seed, scale_errors=scale_errors,
                 jacobian=jacobian)
@@ -192,14 +193,22 @@ def _bootstrap(problem, cutouts, free, b, values, opts):
     R = int(opts["n_bootstrap"])
     if R < 2:
         raise ValueError(f"n_bootstrap must be >= 2, got {R}")
-    reps = FitProblem(model, [c for c in cutouts for _ in range(R)], device=problem.device,
-                      config=problem.config, jacobian=opts["jacobian"])
-    gen = torch.Generator(device="cpu").manual_seed(int(opts["seed"]) + 7919 * len(cutouts))
-    counts = torch.poisson(torch.ones(reps.weight.shape), generator=gen).to(reps.weight)
-    weight = reps.weight * torch.sqrt(counts)
     settings = LMSettings(max_iter=min(opts["lm"].max_iter, 30))
-    f_rep, _, _, _, _ = levenberg_marquardt(reps, free.repeat_interleave(R, 0), b.repeat_interleave(R, 0),
-                                         settings, sub_weight=weight)
+    gen = torch.Generator(device="cpu").manual_seed(int(opts["seed"]) + 7919 * len(cutouts))
+    # replicates are fitted a few galaxies at a time, so that one LM batch holds about
+    # batch_size replicates (memory is per batch member: B x R at once would not fit)
+    step = max(1, int(opts["batch_size"]) // R)
+    fits = []
+    for start in range(0, len(cutouts), step):
+        group = cutouts[start:start + step]
+        reps = FitProblem(model, [c for c in group for _ in range(R)], device=problem.device,
+                          config=problem.config, jacobian=opts["jacobian"])
+        counts = torch.poisson(torch.ones(reps.weight.shape), generator=gen).to(reps.weight)
+        weight = reps.weight * torch.sqrt(counts)
+        f_group = free[start:start + step].repeat_interleave(R, 0)
+        b_group = b[start:start + step].repeat_interleave(R, 0)
+        fits.append(levenberg_marquardt(reps, f_group, b_group, settings, sub_weight=weight)[0])
+    f_rep = torch.cat(fits)
     rep_values = model.catalog_values(model.expand(f_rep, b.repeat_interleave(R, 0)))
     out = {}
     for (name, comp, spec) in model.catalog_columns:

@@ -13,7 +13,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a folder of scripts, not an inst
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import conventions as cv  # noqa: E402
-from benchmarks.metrics import deltas, robust_scatter, summarise  # noqa: E402
+from benchmarks.metrics import deltas, paired_scatter_difference, robust_scatter, summarise  # noqa: E402
 
 
 def test_wrap_pa_range_and_delta():
@@ -97,6 +97,22 @@ def test_robust_scatter_of_gaussian():
     x = np.random.default_rng(3).normal(0.0, 2.0, 20000)
     assert robust_scatter(x) == pytest.approx(2.0, rel=0.03)
     assert np.isnan(robust_scatter([np.nan]))
+
+
+def test_paired_scatter_difference():
+    rng = np.random.default_rng(4)
+    noise = rng.normal(size=300)
+    # the same galaxies, a tool with half the scatter: significantly better (interval below 0)
+    diff, low, high = paired_scatter_difference(0.5 * noise, noise)
+    assert diff < 0 and high < 0
+    # two tools that differ by a little per-galaxy jitter: not significantly different
+    other = noise + rng.normal(size=300) * 0.05
+    diff, low, high = paired_scatter_difference(noise, other)
+    assert low < 0 < high and low < diff < high
+    # NaN pairs are dropped, too few pairs give NaN
+    a = np.r_[noise[:50], np.nan]
+    assert np.isfinite(paired_scatter_difference(a, np.r_[noise[:50], 1.0])[0])
+    assert np.isnan(paired_scatter_difference([1.0, np.nan], [1.0, 2.0])[0])
 
 
 def _moments(img):

@@ -130,3 +130,17 @@ def test_analytic_jacobian_needs_a_psf_and_no_boxiness():
     assert not FitProblem(Model([Sersic("sersic")]), cut).analytic
     with pytest.raises(ValueError, match="jacobian must be"):
         FitProblem(Model([Sersic("sersic")]), cut, jacobian="exact")
+
+
+@pytest.mark.gpu
+def test_cuda_jacobian_matches_cpu():
+    """The same analytic Jacobian on a GPU (no GalSim needed, so it runs on a bare GPU box)."""
+    init = dict(sersic_x=[20.3, 19.8], sersic_y=[19.6, 20.5], sersic_mag=[16.0, 15.0], sersic_r_e=[1.5, 6.0],
+                sersic_n=[0.8, 4.0], sersic_q=[0.4, 0.9], sersic_pa=[10.0, -50.0])
+    model = Model([Sersic("sersic")])
+    p, free, b = problem_for(model, init)
+    _, J = p.jacobian(free, b, p.subset(torch.arange(2)))
+    g = FitProblem(model, p.cutouts, device="cuda")
+    _, Jg = g.jacobian(free.cuda(), b.cuda(), g.subset(torch.arange(2, device="cuda")))
+    rel = (Jg.cpu() - J).norm(dim=1) / J.norm(dim=1)
+    assert rel.max() < 1e-4, rel
