@@ -1,5 +1,5 @@
-"""The benchmark's galaxies: seeded GalSim single-Sérsic cutouts with a Moffat PSF, their truth
-and one set of sep starting values shared by every tool.
+"""The benchmark's galaxies: seeded GalSim Sérsic cutouts with a Moffat PSF, their truth and one
+set of sep starting values shared by every tool.
 
 Each cutout is ``size`` x ``size`` pixels (pixel scale 1; all lengths in pixels) of a Sérsic
 galaxy convolved with a Moffat PSF (FWHM ``psf_fwhm`` px, beta ``psf_beta``) and integrated over
@@ -15,6 +15,12 @@ Truth (catalog conventions, see :mod:`benchmarks.conventions`), drawn from a see
 mag uniform in ``mag_range`` (zeropoint ``zeropoint``), r_e log-uniform in ``r_e_range`` (major
 axis, px), n log-uniform in ``n_range``, q uniform in ``q_range``, pa uniform in (-90, 90],
 centre within +-``center_jitter`` px of the cutout centre.
+
+``components`` > 1 (the scaling sweep's multi-component fits) adds, on the same centre, an
+exponential disk (``disk``: n = 1, r_e 2-3.5x the first component's, its own q and a PA within
++-15 deg of it) and then a bar (``bar``: n = 0.5, r_e 1-2x, q 0.2-0.4, PA anywhere); the total
+magnitude is the one drawn, split 40/60 (two components) or 30/50/20 (three).  Truth columns are
+``<component>_<param>`` with components named as in :data:`COMPONENT_NAMES`.
 """
 
 from __future__ import annotations
@@ -30,10 +36,17 @@ from galmoss_auto.fitting.cutout import Cutout
 
 from .conventions import flux_from_mag, galsim_beta_from_pa, galsim_hlr_from_r_e
 
-__all__ = ["SimConfig", "BenchSet", "simulate", "sep_init_table", "effective_psf", "PARAMS"]
+__all__ = ["SimConfig", "BenchSet", "simulate", "sep_init_table", "effective_psf", "PARAMS",
+           "COMPONENT_NAMES"]
 
 #: Sérsic parameters compared by the benchmark, catalog order.
 PARAMS = ("x", "y", "mag", "r_e", "n", "q", "pa")
+
+#: Names of the simulated components, in order (``SimConfig.components`` of them are drawn).
+COMPONENT_NAMES = ("sersic", "disk", "bar")
+
+#: Fraction of the total flux in each component, by number of components.
+FLUX_SPLIT = {1: (1.0,), 2: (0.4, 0.6), 3: (0.3, 0.5, 0.2)}
 
 
 @dataclass(frozen=True)
@@ -53,8 +66,11 @@ class SimConfig:
     psf_fwhm: float = 3.0
     psf_beta: float = 3.5
     psf_size: int = 25
+    components: int = 1
 
     def __post_init__(self):
+        if self.components not in FLUX_SPLIT:
+            raise ValueError(f"components must be 1, 2 or 3, got {self.components}")
         if self.n_galaxies < 1:
             raise ValueError(f"n_galaxies must be >= 1, got {self.n_galaxies}")
         if self.size < 16:
@@ -122,7 +138,35 @@ def _draw_truth(cfg: SimConfig, rng: np.random.Generator) -> Table:
     t["sersic_n"] = log_uniform(*cfg.n_range)
     t["sersic_q"] = rng.uniform(*cfg.q_range, n)
     t["sersic_pa"] = pa * u.deg
+    total_mag = t["sersic_mag"].value.copy()
+    split = FLUX_SPLIT[cfg.components]
+    t["sersic_mag"] = (total_mag - 2.5 * np.log10(split[0])) * u.mag
+    # drawn only when used, so that one-component sets keep their random stream
+    extra = {"disk": lambda: dict(r_e=rng.uniform(2.0, 3.5, n), n=np.ones(n),
+                                  q=rng.uniform(0.3, 1.0, n), pa=pa + rng.uniform(-15.0, 15.0, n)),
+             "bar": lambda: dict(r_e=rng.uniform(1.0, 2.0, n), n=np.full(n, 0.5),
+                                 q=rng.uniform(0.2, 0.4, n), pa=90.0 - rng.uniform(0.0, 180.0, n))}
+    for name, frac in zip(COMPONENT_NAMES[1:cfg.components], split[1:]):
+        d = extra[name]()
+        t[f"{name}_x"] = t["sersic_x"]
+        t[f"{name}_y"] = t["sersic_y"]
+        t[f"{name}_mag"] = (total_mag - 2.5 * np.log10(frac)) * u.mag
+        t[f"{name}_r_e"] = t["sersic_r_e"] * d["r_e"]
+        t[f"{name}_n"] = d["n"]
+        t[f"{name}_q"] = d["q"]
+        t[f"{name}_pa"] = ((d["pa"] + 90.0) % 180.0 - 90.0) * u.deg
     return t
+
+
+def _galsim_component(row, name: str, zeropoint: float, gsp):
+    """One truth component of ``row`` as a GalSim Sérsic (centred at the origin)."""
+    import galsim
+
+    q = float(row[f"{name}_q"])
+    gal = galsim.Sersic(n=float(row[f"{name}_n"]),
+                        half_light_radius=float(galsim_hlr_from_r_e(row[f"{name}_r_e"], q)),
+                        flux=float(flux_from_mag(row[f"{name}_mag"], zeropoint)), gsparams=gsp)
+    return gal.shear(q=q, beta=float(galsim_beta_from_pa(row[f"{name}_pa"])) * galsim.degrees)
 
 
 def simulate(cfg: SimConfig = SimConfig()) -> BenchSet:
@@ -137,12 +181,9 @@ def simulate(cfg: SimConfig = SimConfig()) -> BenchSet:
     gsp = galsim.GSParams(maximum_fft_size=32768)
     cutouts = []
     for row in truth:
-        q = float(row["sersic_q"])
-        gal = galsim.Sersic(n=float(row["sersic_n"]),
-                            half_light_radius=float(galsim_hlr_from_r_e(row["sersic_r_e"], q)),
-                            flux=float(flux_from_mag(row["sersic_mag"], cfg.zeropoint)),
-                            gsparams=gsp)
-        gal = gal.shear(q=q, beta=float(galsim_beta_from_pa(row["sersic_pa"])) * galsim.degrees)
+        parts = [_galsim_component(row, name, cfg.zeropoint, gsp)
+                 for name in COMPONENT_NAMES[:cfg.components]]
+        gal = parts[0] if len(parts) == 1 else galsim.Add(parts)
         image = galsim.ImageD(cfg.size, cfg.size, scale=1.0)
         galsim.Convolve(gal, psf_obj, gsparams=gsp).drawImage(
             image, method="auto", center=galsim.PositionD(float(row["sersic_x"]),

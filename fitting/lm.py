@@ -3,12 +3,18 @@
 Each galaxy has its own damping λ (Marquardt's scaling by diag(JᵀWJ)), its own accept/reject
 decision and its own convergence test; converged galaxies leave the working batch, so a batch
 does not wait for its slowest member.  The normal matrix is formed per galaxy (B×P×P) in float64,
-never the Npix×Npix weight matrix.  Steps are projected onto the box bounds.
+never the Npix×Npix weight matrix.  Parameters at a box bound that a step would push outwards
+are held there for that step (the step is solved for the others); the rest is projected onto
+the bounds.
 
 Convergence: an accepted step that lowers χ² by less than ``tol_chi2`` (absolute) while λ is
 small (near Gauss–Newton); a rejected near-Gauss–Newton step whose predicted gain is below
-``tol_chi2`` (the minimum, where float32 rendering noise of ~1e-4 in χ² decides acceptance); or
-λ driven above ``lambda_max`` by rejected steps (no direction lowers χ² any more).
+``tol_chi2`` (the minimum, where float32 rendering noise of ~1e-4 in χ² decides acceptance);
+χ² lowered by less than ``tol_chi2`` over the last ``stall_window`` iterations (a stall: in the
+curved, nearly degenerate valleys of multi-component models λ can cycle between accepted and
+rejected steps that each gain ~1e-3, and the tests above never see a small λ); or λ driven
+above ``lambda_max`` by rejected steps (no direction lowers χ² any more).  Δχ² = 1 is a 1σ
+move of one parameter, so each test stops well inside the errors.
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ class LMSettings:
     lambda_max: float = 1e7
     tol_chi2: float = 1e-2
     tol_chi2_rel: float = 1e-7
+    stall_window: int = 5
+
+    def __post_init__(self):
+        if self.max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
+        if self.stall_window < 1:
+            raise ValueError(f"stall_window must be >= 1 iteration, got {self.stall_window}")
 
 
 def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: LMSettings = LMSettings(),
@@ -52,6 +65,11 @@ def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: 
     A = torch.zeros(B, F, F, dtype=torch.float64, device=dev)
     g = torch.zeros(B, F, dtype=torch.float64, device=dev)
     eye = torch.eye(F, dtype=torch.float64, device=dev)
+    # χ² after each of the last stall_window iterations (ring buffer over the loop counter: all
+    # active galaxies iterate together)
+    W = settings.stall_window
+    history = torch.full((W, B), float("inf"), dtype=torch.float64, device=dev)
+    last_accept = torch.full((B,), -W, dtype=torch.long, device=dev)
 
     def sub_of(idx):
         sub = problem.subset(idx)
@@ -59,7 +77,7 @@ def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: 
             sub["weight"] = sub_weight[idx]
         return sub
 
-    for _ in range(settings.max_iter):
+    for it in range(settings.max_iter):
         idx = torch.nonzero(active).squeeze(1)
         if idx.numel() == 0:
             break
@@ -77,8 +95,18 @@ def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: 
         sub = sub_of(idx)
         diag = torch.diagonal(A[idx], dim1=1, dim2=2)
         damped = A[idx] + lam[idx, None, None] * torch.diag_embed(diag + 1e-12) + 1e-12 * eye
-        step = torch.linalg.solve(damped, g[idx][:, :, None])[:, :, 0]
-        step = torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
+        gi = g[idx]
+        step = _solve(damped, gi)
+        # parameters at a bound that the step pushes outwards are held there and the step is
+        # solved for the others: clipping the full step instead bends it off the descent
+        # direction, gets it rejected and stalls the fit against the bound
+        x = free[idx]
+        held = (((x <= sub["lower"]) & (step < 0)) | ((x >= sub["upper"]) & (step > 0)))
+        if held.any():
+            keep = (~held).to(damped.dtype)
+            damped = (damped * keep[:, :, None] * keep[:, None, :]
+                      + torch.diag_embed(held.to(damped.dtype)))
+            step = _solve(damped, gi * keep)
         trial = torch.minimum(torch.maximum(free[idx] + step, sub["lower"]), sub["upper"])
         r_try = problem.residuals(trial, b[idx], sub).to(torch.float64)
         chi2_try = (r_try * r_try).sum(1)
@@ -97,8 +125,18 @@ def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: 
         # converged: a near-Gauss-Newton step that gains (or would gain, by the quadratic model,
         # when float32 rendering noise hides it) less than tol; or no direction lowers χ² at all
         near_gn = lam_old <= 1e-2
+        last_accept[idx[accept]] = it
+        # a window of only rejected steps is λ searching for a descent direction, not a stall
+        stalled = (history[it % W, idx] - chi2[idx] < tol) & (it - last_accept[idx] < W)
+        history[it % W, idx] = chi2[idx]
         done = ((accept & (gain < tol) & (lam[idx] <= 1e-2)) | (~accept & near_gn & (predicted < tol))
-                | (~accept & (lam[idx] > settings.lambda_max)))
+                | stalled | (~accept & (lam[idx] > settings.lambda_max)))
         converged[idx[done]] = True
         active[idx[done]] = False
     return free, chi2, n_iter, converged, A
+
+
+def _solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """matrix⁻¹ rhs per galaxy, non-finite entries (a singular matrix) set to 0."""
+    step = torch.linalg.solve(matrix, rhs[:, :, None])[:, :, 0]
+    return torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)

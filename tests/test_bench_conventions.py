@@ -168,8 +168,30 @@ def test_split_init_keeps_total_flux():
     init = Table({"id": ["a"], "sersic_x": [10.0], "sersic_y": [11.0], "sersic_mag": [15.0],
                   "sersic_r_e": [3.0], "sersic_n": [2.5], "sersic_q": [0.7], "sersic_pa": [20.0]})
     t = split_init(init, 3)
-    flux = sum(10 ** (-0.4 * t[f"{c}_mag"][0]) for c in ("sersic", "disk", "halo"))
+    flux = sum(10 ** (-0.4 * t[f"{c}_mag"][0]) for c in ("sersic", "disk", "bar"))
     assert flux == pytest.approx(10 ** (-0.4 * 15.0))
-    assert list(t["disk_r_e"]) == [6.0] and list(t["halo_n"]) == [0.5]
+    assert list(t["disk_r_e"]) == [4.5] and list(t["bar_n"]) == [0.5]
+    assert list(t["bar_q"]) == [0.35] and list(t["disk_q"]) == [0.7]
+    one = split_init(init, 1)  # one component: the guess unchanged
+    assert all(one[c][0] == init[c][0] for c in init.colnames)
     with pytest.raises(ValueError, match=r"\[1, 3\]"):
         split_init(init, 4)
+
+
+def test_multi_component_simulation_splits_flux():
+    pytest.importorskip("galsim")
+    from benchmarks.dataset import COMPONENT_NAMES, SimConfig, simulate
+    one = simulate(SimConfig(n_galaxies=2, size=64, seed=3, r_e_range=(2.0, 3.0)))
+    three = simulate(SimConfig(n_galaxies=2, size=64, seed=3, r_e_range=(2.0, 3.0), components=3))
+    # the first component's draws are shared; the total magnitude is split 30/50/20
+    assert np.allclose(one.truth["sersic_r_e"], three.truth["sersic_r_e"])
+    flux = sum(10 ** (-0.4 * three.truth[f"{c}_mag"].value) for c in COMPONENT_NAMES)
+    assert np.allclose(flux, 10 ** (-0.4 * one.truth["sersic_mag"].value))
+    assert np.allclose(three.truth["disk_n"], 1.0) and np.allclose(three.truth["bar_n"], 0.5)
+    assert np.all(np.abs(three.truth["bar_pa"].value) <= 90.0)
+    # the image holds all components: about the drawn total (noise, light beyond the edge)
+    for c3, mag in zip(three.cutouts, one.truth["sersic_mag"].value):
+        total = 10 ** (-0.4 * (mag - 25.0))
+        assert c3.image.sum() == pytest.approx(total, rel=0.25)
+    with pytest.raises(ValueError, match="components"):
+        SimConfig(components=4)
