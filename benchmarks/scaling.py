@@ -5,9 +5,11 @@ bootstrap), with peak memory per galaxy; the peers join the cutout-size sweep.  
 for every tool).
 
 Every measurement runs in a fresh worker process so that its peak memory is its own: on CUDA
-``torch.cuda.max_memory_allocated``; on a CPU the growth of the process's peak resident set
-(``ru_maxrss``) over its value just before the fits.  Each worker warms up on the same batch
-before the timed fit.  The k-component fits (k = 2, 3) are of galaxies simulated with k
+``torch.cuda.max_memory_allocated`` during the timed fit; on a CPU the peak resident set
+(Linux's VmHWM, reset through /proc/self/clear_refs once the data and the tool are loaded)
+over the resident set at that moment, i.e. the working memory of the warm-up and timed fits of
+one batch (elsewhere, the growth of ``ru_maxrss``, which cannot be reset and so misses memory
+below an earlier peak).  Each worker warms up on the same batch before the timed fit.  The k-component fits (k = 2, 3) are of galaxies simulated with k
 components (a Sérsic, an exponential disk, a bar; :mod:`benchmarks.dataset`), started from the
 one-component sep guess split into k components, so that the model is the right one and "not
 converged" means what it says.
@@ -89,7 +91,7 @@ def _worker(spec_path: str) -> None:
         init = split_init(init, spec["components"])
     cuda = spec["device"].startswith("cuda")
     mod.available()  # imports the tool, so its import does not count as fit memory
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    rss = _ResidentPeak()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         warm = dict(kwargs, **({"iterations": 5} if spec["tool"] == "GalMOSS" else {}))
@@ -105,12 +107,43 @@ def _worker(spec_path: str) -> None:
         peak = torch.cuda.max_memory_allocated()
         per = peak / min(n, int(kwargs.get("batch_size") or n))
     else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024
+        peak = rss.growth()
         per = peak / (min(n, int(kwargs.get("batch_size") or n)) if spec["tool"] == OURS else 1)
     conv = np.asarray(res.table["converged"], bool)
     print(json.dumps({"wall_s": res.wall_s, "galaxies_per_s": res.galaxies_per_s,
                       "peak_bytes": int(peak), "peak_bytes_per_galaxy": float(per),
                       "not_converged": int((~conv).sum()), "n": len(res.table)}))
+
+
+class _ResidentPeak:
+    """Peak resident-set growth (bytes) of this process from the moment it is made."""
+
+    def __init__(self):
+        self.base = self._status("VmRSS")
+        try:  # "5" resets the peak (VmHWM) to the current resident set (Linux >= 4.0)
+            Path("/proc/self/clear_refs").write_text("5")
+            self.resettable = self.base is not None
+        except OSError:
+            self.resettable = False
+        if not self.resettable:
+            self.base_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    @staticmethod
+    def _status(field):
+        """A field of /proc/self/status in bytes, or None where there is none."""
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+    def growth(self) -> int:
+        if self.resettable:
+            return max(0, self._status("VmHWM") - self.base)
+        unit = 1 if sys.platform == "darwin" else 1024   # ru_maxrss: bytes on macOS, else KiB
+        return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - self.base_maxrss) * unit
 
 
 def measure(tool, bench_path, n, device, kwargs=None, components=1, timeout=1800) -> dict:
@@ -252,8 +285,9 @@ def main(argv=None) -> int:
     head = "| setting | N | gal/s | peak MiB / galaxy | not conv. |\n|---|---|---|---|---|"
     md = [f"# galmoss-auto scaling — {title}", "",
           "Single-Sérsic + Moffat PSF cutouts; galmoss-auto with covariance errors unless stated. "
-          "Peak memory: CUDA max allocated, CPU growth of peak RSS, per galaxy of a batch "
-          "(peers: per galaxy fitted at a time).", "", "## Batch size (128² px)", head]
+          "Peak memory: CUDA max allocated; CPU peak resident set over its level before the "
+          "fits (warm-up and timed fit of one batch); per galaxy of a batch (peers: per galaxy "
+          "fitted at a time).", "", "## Batch size (128² px)", head]
     md += [_fmt_row(f"batch {b}", r) for b, r in results["batch"].items()]
     md += ["", "## Cutout size", head]
     md += [_fmt_row(f"{tool} {s}²", r) for tool, d in results["size"].items() for s, r in d.items()]
