@@ -9,10 +9,12 @@ Every measurement runs in a fresh worker process so that its peak memory is its 
 (Linux's VmHWM, reset through /proc/self/clear_refs once the data and the tool are loaded)
 over the resident set at that moment, i.e. the working memory of the warm-up and timed fits of
 one batch (elsewhere, the growth of ``ru_maxrss``, which cannot be reset and so misses memory
-below an earlier peak).  Each worker warms up on the same batch before the timed fit.  The k-component fits (k = 2, 3) are of galaxies simulated with k
-components (a Sérsic, an exponential disk, a bar; :mod:`benchmarks.dataset`), started from the
-one-component sep guess split into k components, so that the model is the right one and "not
-converged" means what it says.
+below an earlier peak).  Each worker warms up on the same batch before the timed fit.
+
+The k-component fits (k = 2, 3) are of galaxies simulated with k components (a Sérsic, an
+exponential disk, a bar; :mod:`benchmarks.dataset`), started from the one-component sep guess
+split into k components, so that the model is the right one and "not converged" means what it
+says.
 
 Usage: python benchmarks/scaling.py [--device cpu|cuda] [--quick] [--peers all|none|...]
 """

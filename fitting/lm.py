@@ -110,12 +110,12 @@ def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: 
             damped = (damped * keep[:, :, None] * keep[:, None, :]
                       + torch.diag_embed(held.to(damped.dtype)))
             step = _solve(damped, gi * keep)
-        trial = torch.minimum(torch.maximum(free[idx] + step, sub["lower"]), sub["upper"])
+        trial = torch.minimum(torch.maximum(x + step, sub["lower"]), sub["upper"])
         r_try = problem.residuals(trial, b[idx], sub).to(torch.float64)
         chi2_try = (r_try * r_try).sum(1)
         gain = chi2[idx] - chi2_try
         # the decrease the local quadratic model predicts for this step: 2 δᵀJᵀr - δᵀ(JᵀJ)δ
-        predicted = 2.0 * (step * g[idx]).sum(1) - (step[:, None, :] @ A[idx] @ step[:, :, None])[:, 0, 0]
+        predicted = 2.0 * (step * gi).sum(1) - (step[:, None, :] @ A[idx] @ step[:, :, None])[:, 0, 0]
         lam_old = lam[idx].clone()
         accept = torch.isfinite(chi2_try) & (gain > 0)
         free[idx[accept]] = trial[accept]
