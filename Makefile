@@ -6,7 +6,7 @@ STAMP   = $(VENV)/.installed
 
 .PHONY: install demo test test-all bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
