@@ -9,12 +9,18 @@
 
 Cutouts are grouped (with/without PSF), sorted by size into batches of ``batch_size`` (a batch
 is padded to its largest member), fitted together on ``device``, and the rows are returned in
-the input order.  A batch that raises is split until the offending galaxy is isolated; that
-galaxy gets Flag.FIT_FAILED and the others are fitted.
+the input order.  A batch that fails *numerically* (``torch.linalg.LinAlgError``, an
+``ArithmeticError``, or :class:`FitNumericalError`) is split until the offending galaxy is
+isolated; that galaxy gets Flag.FIT_FAILED and the others are fitted.  Anything else (a
+``TypeError``, a CUDA ``RuntimeError``, ...) is a bug or a broken device, not a property of one
+galaxy: it propagates, rather than turning every galaxy into a silent FIT_FAILED row.  A batch
+that runs out of device memory is split too (smaller batches may fit); one galaxy that does not
+fit in memory re-raises.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import numpy as np
@@ -30,9 +36,18 @@ from .problem import FitProblem
 from .render import RenderConfig
 from .uncertainty import catalog_jacobian, covariance, normal_matrix, propagate
 
-__all__ = ["fit", "model_images", "default_batch_size"]
+__all__ = ["fit", "model_images", "default_batch_size", "FitNumericalError", "bootstrap_seed"]
 
 log = logging.getLogger(__name__)
+
+
+class FitNumericalError(ArithmeticError):
+    """A numerical failure of one galaxy's fit (non-finite values where the solver needs finite
+    ones); :func:`fit` isolates it to that galaxy and flags it FIT_FAILED."""
+
+
+#: exceptions that are a property of the data of some galaxy in the batch, isolated per galaxy
+_NUMERICAL_ERRORS = (torch.linalg.LinAlgError, ArithmeticError)
 
 
 def _init_columns(init, cutouts) -> dict:
@@ -95,10 +110,27 @@ def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", e
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if jacobian not in ("auto", "analytic", "fd"):
         raise ValueError(f"jacobian must be 'auto', 'analytic' or 'fd', got {jacobian!r}")
+    if errors == "bootstrap" and int(n_bootstrap) < 2:
+        raise ValueError(f"n_bootstrap must be >= 2, got {n_bootstrap}")
     cutouts = list(cutouts)
     if not cutouts:
         return build_catalog(model, [], {}, None, [], [], [], [], [])
     cols = _init_columns(init, cutouts)
+    all_ids = [c.id for c in cutouts]
+    tables = []
+    if model.has_point_source:
+        # a point source is the PSF itself: without one the cutout cannot be fitted
+        no_psf = [i for i, c in enumerate(cutouts) if c.psf is None]
+        for i in no_psf:
+            log.warning("%s: the model has a point source but the cutout has no PSF; flagged BAD_INPUT",
+                        cutouts[i].id)
+        if no_psf:
+            tables.append(_failed_rows(model, [cutouts[i] for i in no_psf], Flag.BAD_INPUT))
+            keep = [i for i in range(len(cutouts)) if cutouts[i].psf is not None]
+            cols = {k: v[keep] for k, v in cols.items()}
+            cutouts = [cutouts[i] for i in keep]
+            if not cutouts:
+                return merge_in_order(tables, all_ids)
     opts = dict(model=model, method=method, errors=errors, n_bootstrap=n_bootstrap, device=device,
                 batch_size=batch_size,
                 config=render_config or RenderConfig(), lm=lm_settings or LMSettings(),
@@ -107,33 +139,41 @@ def fit(cutouts, init=None, model: Model | None = None, *, method: str = "lm", e
     groups: dict = {}
     for i, c in enumerate(cutouts):
         groups.setdefault(c.psf is not None, []).append(i)
-    tables = []
     for idx in groups.values():
         idx = sorted(idx, key=lambda i: (cutouts[i].shape[0] * cutouts[i].shape[1], cutouts[i].shape))
         for start in range(0, len(idx), batch_size):
             chunk = idx[start:start + batch_size]
             tables.append(_fit_isolating([cutouts[i] for i in chunk],
                                          {k: v[chunk] for k, v in cols.items()}, opts))
-    return merge_in_order(tables, [c.id for c in cutouts])
+    return merge_in_order(tables, all_ids)
+
+
+def _failed_rows(model, cutouts, flag):
+    """Catalog rows (NaN parameters) for galaxies that could not be fitted, with ``flag``."""
+    n = len(cutouts)
+    return build_catalog(model, [c.id for c in cutouts], {}, None, [np.nan] * n, [0] * n,
+                         [int(flag) | c.flags for c in cutouts], [c.n_bad_pixels for c in cutouts],
+                         [c.pixel_scale for c in cutouts])
 
 
 def _fit_isolating(cutouts, cols, opts):
-    """Fit a batch; if it raises, split it so one bad galaxy cannot stop the others."""
+    """Fit a batch; if it fails numerically (or runs out of memory), split it so one bad galaxy
+    cannot stop the others.  Other exceptions propagate (see the module docstring)."""
     try:
         return _fit_batch(cutouts, cols, opts)
-    except (RuntimeError, ValueError, torch.linalg.LinAlgError) as exc:
+    except torch.OutOfMemoryError:
         if len(cutouts) == 1:
-            log.warning("fit of %s failed: %s", cutouts[0].id, exc)
-            model = opts["model"]
-            n = 1
-            return build_catalog(model, [cutouts[0].id], {}, None, [np.nan], [0],
-                                 [int(Flag.FIT_FAILED) | cutouts[0].flags], [cutouts[0].n_bad_pixels],
-                                 [cutouts[0].pixel_scale] * n)
-        half = len(cutouts) // 2
-        left = {k: v[:half] for k, v in cols.items()}
-        right = {k: v[half:] for k, v in cols.items()}
-        return merge_in_order([_fit_isolating(cutouts[:half], left, opts),
-                               _fit_isolating(cutouts[half:], right, opts)], [c.id for c in cutouts])
+            raise
+        log.warning("out of memory fitting %d galaxies together; splitting the batch", len(cutouts))
+    except _NUMERICAL_ERRORS as exc:
+        if len(cutouts) == 1:
+            log.warning("fit of %s failed: %s: %s", cutouts[0].id, type(exc).__name__, exc)
+            return _failed_rows(opts["model"], cutouts, Flag.FIT_FAILED)
+    half = len(cutouts) // 2
+    left = {k: v[:half] for k, v in cols.items()}
+    right = {k: v[half:] for k, v in cols.items()}
+    return merge_in_order([_fit_isolating(cutouts[:half], left, opts),
+                           _fit_isolating(cutouts[half:], right, opts)], [c.id for c in cutouts])
 
 
 def _fit_batch(cutouts, cols, opts):
@@ -187,14 +227,28 @@ def _fit_batch(cutouts, cols, opts):
                          [c.pixel_scale for c in cutouts])
 
 
+def bootstrap_seed(seed: int, galaxy_id) -> np.random.SeedSequence:
+    """The seed of one galaxy's bootstrap replicates: (``seed``, a hash of its id).
+
+    A galaxy's replicates depend on nothing else (not its batch, its neighbours or the batch
+    size), so its bootstrap errors are reproducible however the galaxies are grouped.
+    """
+    digest = hashlib.sha256(str(galaxy_id).encode("utf-8")).digest()
+    words = [int.from_bytes(digest[k:k + 4], "little") for k in range(0, 16, 4)]
+    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *words])
+
+
 def _bootstrap(problem, cutouts, free, b, values, opts):
-    """Standard deviations over Poisson-bootstrap replicates, each galaxy resampled independently."""
+    """Standard deviations over Poisson-bootstrap replicates, each galaxy resampled independently.
+
+    Galaxy g's replicate weights are Poisson(1) counts over its own pixels drawn from
+    :func:`bootstrap_seed` (seed, g.id); the replicates are fitted with the caller's LM settings.
+    """
     model: Model = opts["model"]
     R = int(opts["n_bootstrap"])
     if R < 2:
         raise ValueError(f"n_bootstrap must be >= 2, got {R}")
-    settings = LMSettings(max_iter=min(opts["lm"].max_iter, 30))
-    gen = torch.Generator(device="cpu").manual_seed(int(opts["seed"]) + 7919 * len(cutouts))
+    settings = opts["lm"]
     # replicates are fitted a few galaxies at a time, so that one LM batch holds about
     # batch_size replicates (memory is per batch member: B x R at once would not fit)
     step = max(1, int(opts["batch_size"]) // R)
@@ -203,8 +257,12 @@ def _bootstrap(problem, cutouts, free, b, values, opts):
         group = cutouts[start:start + step]
         reps = FitProblem(model, [c for c in group for _ in range(R)], device=problem.device,
                           config=problem.config, jacobian=opts["jacobian"])
-        counts = torch.poisson(torch.ones(reps.weight.shape), generator=gen).to(reps.weight)
-        weight = reps.weight * torch.sqrt(counts)
+        counts = np.zeros(tuple(reps.weight.shape), np.float32)
+        for k, c in enumerate(group):
+            h, w = c.shape
+            rng = np.random.default_rng(bootstrap_seed(opts["seed"], c.id))
+            counts[k * R:(k + 1) * R, :h, :w] = rng.poisson(1.0, size=(R, h, w))
+        weight = reps.weight * torch.sqrt(torch.as_tensor(counts, device=reps.weight.device))
         f_group = free[start:start + step].repeat_interleave(R, 0)
         b_group = b[start:start + step].repeat_interleave(R, 0)
         fits.append(levenberg_marquardt(reps, f_group, b_group, settings, sub_weight=weight)[0])

@@ -1,5 +1,9 @@
 """Per-galaxy products: GALFIT-style FITS image blocks and PNG panels.
 
+The one writer of each: ``galmoss-auto fit --blocks/--png`` and ``galmoss-auto run
+--blocks/--panels`` both call :func:`write_image_blocks` and :func:`plot_panel`, so their files
+have the same HDUs and header keywords.
+
 Both take the image dict that :func:`galmoss_auto.fitting.api.model_images` returns for one
 cutout: 2-D arrays ``data``, ``model``, ``residual`` (data - model), ``mask`` (True = bad) and one
 entry per component (that component alone; PSF-convolved except the sky), plus optionally the
@@ -99,7 +103,8 @@ def write_image_blocks(path, images: dict, header_info=None, *, model=None) -> P
         ``<component>_<param>`` values (and ``_err``) go into the MODEL header, ``id`` into
         OBJECT, ``chi2_nu``/``n_iter``/``flags``/``n_bad_pixels`` into CHI2NU/NITER/FLAGS/NBADPIX.
     model : optional :class:`~galmoss_auto.fitting.model.Model`, to record each component's
-        GALFIT type (``COMPTYPE``) next to its name.
+        GALFIT type (``COMPTYPE``) next to its name; with it only the model's parameter columns
+        (and their ``_err``) go into the header.
     Returns the path written.
     """
     from astropy.io import fits
@@ -115,6 +120,13 @@ def write_image_blocks(path, images: dict, header_info=None, *, model=None) -> P
     row = _row_dict(header_info)
     names = component_names(images)
     kinds = {c.name: c.kind for c in model.components} if model is not None else {}
+    if model is not None:
+        # only the model's own parameter columns: a catalog's other columns that happen to share
+        # a component's prefix (a pipeline's measured sky_level next to a component "sky") are
+        # not fitted parameters
+        own = {col for col, _, _ in model.catalog_columns}
+        row = {k: v for k, v in row.items()
+               if k in own or k.removesuffix("_err") in own or k in SUMMARY_KEYS or k == "id"}
     params = _split_columns(row, names)
 
     primary = fits.PrimaryHDU()

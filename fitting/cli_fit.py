@@ -24,8 +24,17 @@ Inputs
 Outputs (in ``--out``): ``catalog.fits`` and ``catalog.ecsv`` (overwritten), and with
 ``--blocks`` ``blocks/<id>.fits`` (GALFIT-style image blocks), with ``--png`` ``panels/<id>.png``.
 
-A cutout that cannot be read gets a message naming the file and a catalog row with NaN values
-and Flag.BAD_INPUT; the others are fitted.  Exit status: 0 when at least one galaxy was fitted,
+Inputs are read by the same reader as ``galmoss-auto run``
+(:func:`galmoss_auto.fitting.cutout.read_record`): a cutout's own ``SIGMA``/``WEIGHT``/``VAR``,
+``PSF`` and ``MASK`` extensions and its header zero-point, pixel scale and ``SATURATE`` come
+before ``--psf``/``--zeropoint``/``--pixel-scale``/``--saturation``, which come before the
+feedme's D/J/K.  The catalog's ``psf_source``, ``sigma_source``, ``zeropoint_source`` say which
+was used.  No sigma map: it is estimated from the image as ``run`` does (SIGMA_ESTIMATED;
+``sky_level``/``sky_rms`` columns).  No zero-point anywhere: an error (exit 2).
+
+A cutout that cannot be read, is empty or too small to fit (BAD_INPUT | TOO_FEW_PIXELS) gets a
+message naming the file (the sigma file when the sigma is at fault) and a catalog row with NaN
+values and Flag.BAD_INPUT; the others are fitted.  Exit status: 0 when at least one galaxy was fitted,
 1 when none could be, 2 for unusable options (the message names the file and the problem).
 """
 
@@ -39,18 +48,16 @@ from pathlib import Path
 import numpy as np
 
 from .catalog import bad_input_rows, merge_in_order, write_catalog
-from .cutout import Cutout, CutoutError, normalise_psf, read_cutout, read_fits_array
+from .cutout import CutoutError, read_record
 from .flags import Flag
 from .model import default_model
 from .modelspec import ModelSpecError, load_model_file
+from .noise import complete_noise
+from .records import InputError, apply_defaults, check_unique, read_manifest
 
 __all__ = ["add_parser", "main", "run", "FitCommandError"]
 
 _IMAGE_RE = re.compile(r"\.(fits|fit)(\.gz)?$", re.IGNORECASE)
-_MANIFEST_PATHS = ("image", "sigma", "weight", "variance", "psf", "mask")
-_MANIFEST_NUMBERS = ("zeropoint", "pixel_scale")
-#: header keywords read_cutout takes the zeropoint from (used for region crops too)
-_ZP_KEYS = ("MAGZP", "ZP", "MAGZERO", "ZEROPT")
 
 
 class FitCommandError(ValueError):
@@ -66,6 +73,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "its id column or by order (default: feedme values or guesses from the image)")
     p.add_argument("--model", default=None, metavar="FILE",
                    help="model.yaml, model.toml or a GALFIT feedme (default: one Sersic 'sersic')")
+    p.add_argument("--feedme-version", dest="feedme_version", type=int, choices=[2, 3], default=None,
+                   help="GALFIT generation of a feedme whose parameter numbering is ambiguous "
+                        "(2: 8) b/a, 9) PA, 10) boxiness; 3: 9) b/a, 10) PA, C0) boxiness); "
+                        "default: told from the file")
+    p.add_argument("--saturation", type=float, default=None,
+                   help="saturation level (image units) where the header has no SATURATE: pixels "
+                        "at or above it are masked")
     p.add_argument("--manifest", default=None, metavar="TABLE",
                    help="table with columns id,image[,sigma|weight|variance,psf,mask,zeropoint,pixel_scale]")
     p.add_argument("--sigma-suffix", dest="sigma_suffix", default=None, metavar="SUFFIX",
@@ -76,7 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--psf-oversampling", dest="psf_oversampling", type=int, default=None,
                    help="PSF pixels per image pixel along a side (default 1, or the feedme's E)")
     p.add_argument("--zeropoint", type=float, default=None,
-                   help="magnitude zeropoint (default: manifest, feedme J, header MAGZP/ZP, else 0)")
+                   help="magnitude zeropoint for cutouts whose manifest row and header (MAGZP, ZP, "
+                        "...) have none (then the feedme's J); none anywhere is an error")
     p.add_argument("--pixel-scale", dest="pixel_scale", type=float, default=None,
                    help="arcsec per pixel (adds _arcsec columns)")
     p.add_argument("--method", default="lm", choices=["lm", "adam"], help="solver (default lm)")
@@ -87,6 +102,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="galaxies per fitter batch (default: the fitter's)")
     p.add_argument("--blocks", action="store_true", help="write blocks/<id>.fits image blocks")
     p.add_argument("--png", action="store_true", help="write panels/<id>.png (data, model, residual, profile)")
+    p.add_argument("--neighbours", default=None, metavar="TABLE",
+                   help="neighbours to fit with each target: ECSV/CSV/FITS with id, kind (galaxy|star), "
+                        "x, y, mag [, r_e, n, q, pa]; their fits go to neighbours.fits/.ecsv "
+                        "(see galmoss_auto.fitting.neighbours)")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -109,11 +128,21 @@ def main(argv=None) -> int:
     return run_args(parser.parse_args(argv))
 
 
+def _load_model(path, feedme_version=None):
+    """``load_model_file``, passing ``--feedme-version`` when given."""
+    if feedme_version is None:
+        return load_model_file(path)
+    import inspect
+    if "feedme_version" not in inspect.signature(load_model_file).parameters:
+        raise FitCommandError("--feedme-version: this build's feedme reader does not take a version")
+    return load_model_file(path, feedme_version=int(feedme_version))
+
+
 def run_args(args, stream=None) -> int:
     err = sys.stderr if stream is None else stream
     try:
         return run(args, stream=err)
-    except (FitCommandError, ModelSpecError, CutoutError) as exc:
+    except (FitCommandError, ModelSpecError, CutoutError, InputError) as exc:
         print(f"galmoss-auto fit: error: {exc}", file=err)
         return 2
 
@@ -129,75 +158,34 @@ def _companion(image: str, suffix: str) -> str:
     return str(p.with_name(_stem(image) + suffix + ext))
 
 
-def _blank(value) -> bool:
-    if value is None or np.ma.is_masked(value):
-        return True
-    if isinstance(value, (str, bytes)):
-        return str(value).strip() == ""
-    try:
-        return bool(np.isnan(float(value)))
-    except (TypeError, ValueError):
-        return False
-
-
 def _read_table(path, what: str):
     """An astropy Table from ECSV/CSV/FITS; ids stay text.  Errors name the file."""
-    from astropy.table import Table
-
-    path = Path(path)
-    if not path.is_file():
-        raise FitCommandError(f"{path}: {what} not found")
+    from .records import InputError, read_table
     try:
-        if path.suffix.lower() == ".csv":
-            from astropy.io.ascii import convert_numpy
-            return Table.read(path, format="ascii.csv", converters={"id": [convert_numpy(str)]})
-        if path.suffix.lower() == ".ecsv":
-            return Table.read(path, format="ascii.ecsv")
-        return Table.read(path)
-    except Exception as exc:  # astropy raises many types for unreadable tables
-        raise FitCommandError(f"{path}: cannot read the {what} ({type(exc).__name__}: {exc})") from None
-
-
-def read_manifest(path) -> list[dict]:
-    """Records (id, image, ...) from a manifest table; relative paths from its folder."""
-    table = _read_table(path, "manifest")
-    path = Path(path)
-    missing = [c for c in ("id", "image") if c not in table.colnames]
-    if missing:
-        raise FitCommandError(f"{path}: manifest lacks column(s) {missing}; it has {table.colnames}")
-    records = []
-    for i, row in enumerate(table, 1):
-        if _blank(row["id"]) or _blank(row["image"]):
-            raise FitCommandError(f"{path}: row {i} has an empty id or image")
-        rec = {"id": str(row["id"]).strip()}
-        for key in _MANIFEST_PATHS:
-            if key in table.colnames and not _blank(row[key]):
-                p = Path(str(row[key]).strip())
-                rec[key] = str(p if p.is_absolute() else path.parent / p)
-        for key in _MANIFEST_NUMBERS:
-            if key in table.colnames and not _blank(row[key]):
-                try:
-                    rec[key] = float(row[key])
-                except (TypeError, ValueError):
-                    raise FitCommandError(f"{path}: row {i}: {key} = {row[key]!r} is not a number") from None
-        records.append(rec)
-    return records
+        return read_table(path, what)
+    except InputError as exc:
+        raise FitCommandError(str(exc)) from None
 
 
 def _records(args, options: dict) -> tuple[list[dict], tuple | None]:
-    """Every galaxy to fit, in order, plus the feedme region when its own image is fitted."""
+    """Every galaxy to fit, in order, plus the feedme region when its own image is fitted.
+    Records as :mod:`galmoss_auto.fitting.records` makes them (the reader ``run`` uses)."""
     records = []
     for text in args.cutouts:
-        records.append({"id": _stem(text), "image": text})
+        records.append({"id": _stem(text), "image": text, "sources": {}})
     if args.manifest:
-        records.extend(read_manifest(args.manifest))
+        try:
+            records.extend(read_manifest(args.manifest))
+        except InputError as exc:
+            raise FitCommandError(str(exc)) from None
     region = None
     if not records and options.get("image"):
         # the feedme fitted on its own data, like `galfit file.feedme`
-        rec = {"id": _stem(options["image"]), "image": options["image"]}
+        rec = {"id": _stem(options["image"]), "image": options["image"], "sources": {}}
         for key in ("sigma", "mask"):
             if options.get(key):
                 rec[key] = options[key]
+                rec["sources"][key] = "feedme"
         records.append(rec)
         region = options.get("region")
     elif options.get("region"):
@@ -205,85 +193,27 @@ def _records(args, options: dict) -> tuple[list[dict], tuple | None]:
               "the given cutouts are fitted whole", file=sys.stderr)
     if not records:
         raise FitCommandError("no cutouts: give FITS files, --manifest, or a feedme --model with an image (A)")
-    seen, dups = set(), []
-    for rec in records:
-        (dups.append(rec["id"]) if rec["id"] in seen else seen.add(rec["id"]))
-    if dups:
-        raise FitCommandError(f"cutout ids must be unique (file names without .fits); repeated: {dups[:10]}")
+    try:
+        check_unique(records, "cutouts")
+    except InputError as exc:
+        raise FitCommandError(f"cutout ids must be unique (file names without .fits): {exc}") from None
     for rec in records:
         if args.sigma_suffix and not any(k in rec for k in ("sigma", "weight", "variance")):
             rec["sigma"] = _companion(rec["image"], args.sigma_suffix)
+            rec["sources"]["sigma"] = "file"
         if args.mask_suffix and "mask" not in rec:
             rec["mask"] = _companion(rec["image"], args.mask_suffix)
-        defaults = {"psf": args.psf or options.get("psf"),
-                    "zeropoint": args.zeropoint if args.zeropoint is not None else options.get("zeropoint"),
-                    "pixel_scale": args.pixel_scale if args.pixel_scale is not None else options.get("pixel_scale"),
-                    "psf_oversampling": args.psf_oversampling or options.get("psf_oversampling") or 1}
-        for key, value in defaults.items():
-            if rec.get(key) is None and value is not None:
-                rec[key] = value
+            rec["sources"]["mask"] = "file"
+        if rec.get("psf_oversampling") is None:
+            rec["psf_oversampling"] = args.psf_oversampling or options.get("psf_oversampling") or 1
+    # command-line options first, then the feedme: each used only where the row, the image's
+    # extensions and its header give nothing (the rule of `run`)
+    apply_defaults(records, {"psf": args.psf, "zeropoint": args.zeropoint,
+                             "pixel_scale": args.pixel_scale,
+                             "saturation": getattr(args, "saturation", None)}, "option")
+    apply_defaults(records, {k: options.get(k) for k in ("psf", "zeropoint", "pixel_scale")},
+                   "feedme")
     return records, region
-
-
-def _ascii_mask(path: str, shape) -> np.ndarray:
-    """GALFIT's text bad-pixel list: one ``x y`` (1-based) per line -> bool mask."""
-    try:
-        xy = np.loadtxt(path, comments="#", ndmin=2)
-    except (OSError, ValueError) as exc:
-        raise CutoutError(f"{path}: cannot read the mask as FITS or as an 'x y' list ({exc})") from None
-    mask = np.zeros(shape, bool)
-    if xy.size:
-        if xy.shape[1] < 2:
-            raise CutoutError(f"{path}: mask list needs two columns x y, got {xy.shape[1]}")
-        x, y = np.rint(xy[:, 0]).astype(int) - 1, np.rint(xy[:, 1]).astype(int) - 1
-        ok = (x >= 0) & (x < shape[1]) & (y >= 0) & (y < shape[0])
-        mask[y[ok], x[ok]] = True
-    return mask
-
-
-def read_record(rec: dict, region=None) -> Cutout:
-    """One record -> Cutout (raises CutoutError naming the file).  ``region`` = GALFIT's H)
-    (xmin, xmax, ymin, ymax), 1-based inclusive: the cutout is that part of the image."""
-    mask = rec.get("mask")
-    mask_is_text = mask is not None and not _IMAGE_RE.search(str(mask).split("[")[0])
-    if region is None and not mask_is_text:
-        return read_cutout(rec["image"], id=rec["id"], sigma=rec.get("sigma"), weight=rec.get("weight"),
-                           variance=rec.get("variance"), psf=rec.get("psf"), mask=mask,
-                           zeropoint=rec.get("zeropoint"), pixel_scale=rec.get("pixel_scale"),
-                           psf_oversampling=int(rec.get("psf_oversampling", 1)))
-    # read the planes, cut the region, then validate: masks and bad-pixel counts stay exact
-    image, header = read_fits_array(rec["image"], what="image")
-    planes = {"image": image}
-    for key in ("sigma", "weight", "variance"):
-        if rec.get(key):
-            planes[key] = read_fits_array(rec[key], what=key)[0]
-    if mask is not None:
-        planes["mask"] = _ascii_mask(mask, image.shape) if mask_is_text else read_fits_array(mask, what="mask")[0]
-    for key, arr in planes.items():
-        if arr.shape != image.shape:
-            raise CutoutError(f"{rec[key]}: {key} shape {arr.shape} differs from image shape {image.shape}")
-    if region is not None:
-        x0, x1, y0, y1 = region
-        if x1 > image.shape[1] or y1 > image.shape[0]:
-            raise CutoutError(f"{rec['image']}: region (H) {region} exceeds the image "
-                              f"({image.shape[1]} x {image.shape[0]} pixels)")
-        planes = {k: v[y0 - 1:y1, x0 - 1:x1] for k, v in planes.items()}
-    zp = rec.get("zeropoint")
-    if zp is None:
-        zp = next((float(header[k]) for k in _ZP_KEYS if k in header), 0.0)
-    scale = rec.get("pixel_scale", header.get("PIXSCALE"))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if "weight" in planes:
-            sigma = np.where(planes["weight"] > 0, 1.0 / np.sqrt(np.abs(planes["weight"])), np.nan)
-        elif "variance" in planes:
-            sigma = np.where(planes["variance"] > 0, np.sqrt(np.abs(planes["variance"])), np.nan)
-        else:
-            sigma = planes.get("sigma")
-    psf = normalise_psf(read_fits_array(rec["psf"], what="psf")[0], rec["psf"]) if rec.get("psf") else None
-    # Cutout validates (NaN/bad-sigma pixels masked and counted, PSF normalised); source names the file
-    return Cutout(id=rec["id"], image=planes["image"], sigma=sigma, psf=psf, mask=planes.get("mask"),
-                  zeropoint=float(zp), pixel_scale=None if scale is None else float(scale),
-                  psf_oversampling=int(rec.get("psf_oversampling", 1)), source=str(rec["image"]))
 
 
 def read_init(path, ids: list[str], model, defaults: dict) -> dict:
@@ -338,7 +268,7 @@ def run(args, stream=None) -> int:
 
     err = sys.stderr if stream is None else stream
     if args.model:
-        model, feed_init, options = load_model_file(args.model)
+        model, feed_init, options = _load_model(args.model, getattr(args, "feedme_version", None))
     else:
         model, feed_init, options = default_model(), {}, {}
     records, region = _records(args, options)
@@ -347,13 +277,29 @@ def run(args, stream=None) -> int:
     if region is not None:
         _shift_positions(init, model, 1 - region[0], 1 - region[2])
 
-    good, messages = [], {}
+    good, messages, bad_flags, extra = [], {}, {}, {}
     for rec in records:
         try:
-            good.append(read_record(rec, region))
+            cut = read_record(rec, region)
+            # no sigma map: estimated from the image exactly as `run` does (SIGMA_ESTIMATED)
+            cols = complete_noise(cut) if cut.sigma is None else {}
         except CutoutError as exc:
             messages[rec["id"]] = str(exc)
+            bad_flags[rec["id"]] = exc.flags
             print(f"galmoss-auto fit: {rec['id']}: unusable input, flagged BAD_INPUT: {exc}", file=err)
+            continue
+        good.append(cut)
+        src = cut.meta.get("sources", {})
+        extra[cut.id] = {"psf_source": src.get("psf", "none"), "sigma_source": src.get("sigma", "none"),
+                         "zeropoint_source": src.get("zeropoint", "none"),
+                         "n_saturated": int(cut.meta.get("n_saturated", 0)),
+                         "sky_level": cols.get("sky_level", np.nan), "sky_rms": cols.get("sky_rms", np.nan)}
+    missing_zp = [c for c in good if c.flags & Flag.NO_ZEROPOINT]
+    if missing_zp:
+        names = ", ".join(c.source for c in missing_zp[:5]) + (" ..." if len(missing_zp) > 5 else "")
+        raise FitCommandError(f"no zero-point for {len(missing_zp)} cutout(s) ({names}): none in "
+                              "the manifest, the image header (MAGZP, ZP, ...) or the feedme (J); "
+                              "give --zeropoint")
     index = {i: k for k, i in enumerate(ids)}
     rows = [index[c.id] for c in good]
     kwargs = {"method": args.method, "errors": args.errors, "device": args.device}
@@ -362,13 +308,23 @@ def run(args, stream=None) -> int:
     tables = []
     fitted = None
     if good:
-        fitted = fit(good, {k: v[rows] for k, v in init.items()}, model, **kwargs)
+        if getattr(args, "neighbours", None):
+            fitted, nb_table = _fit_neighbours(args.neighbours, good, {k: v[rows] for k, v in init.items()},
+                                               model, region, kwargs)
+        else:
+            fitted = fit(good, {k: v[rows] for k, v in init.items()}, model, **kwargs)
         tables.append(fitted)
     bad_ids = [i for i in ids if i in messages]
     if bad_ids:
         scales = [next((r.get("pixel_scale") for r in records if r["id"] == i), None) for i in bad_ids]
-        tables.append(bad_input_rows(model, bad_ids, scales))
+        rows = bad_input_rows(model, bad_ids, scales)
+        rows["flags"] = np.array([bad_flags[i] | int(Flag.BAD_INPUT) for i in bad_ids], rows["flags"].dtype)
+        tables.append(rows)
     catalog = merge_in_order(tables, ids)
+    for col, empty in (("psf_source", "none"), ("sigma_source", "none"), ("zeropoint_source", "none"),
+                       ("n_saturated", 0), ("sky_level", np.nan), ("sky_rms", np.nan)):
+        catalog[col] = [extra.get(str(i), {}).get(col, empty) for i in catalog["id"]]
+    catalog["message"] = [messages.get(str(i), "") for i in catalog["id"]]
     if messages:
         catalog.meta["BADINPUT"] = "; ".join(f"{i}: {m}" for i, m in messages.items())
     if args.model:
@@ -381,6 +337,9 @@ def run(args, stream=None) -> int:
     if region is not None:
         _shift_positions(catalog, model, region[0] - 1, region[2] - 1)
     fits_path, ecsv_path = write_catalog(catalog, out / "catalog")
+    if getattr(args, "neighbours", None) and fitted is not None:
+        nb_fits, _ = write_catalog(nb_table, out / "neighbours")
+        print(f"galmoss-auto fit: {len(nb_table)} neighbours fitted; table: {nb_fits}", file=err)
     by_id = {str(r["id"]): r for r in catalog}
     fit_rows = {str(r["id"]): r for r in fitted} if fitted is not None else {}
     for c, imgs in zip(good, images):
@@ -396,6 +355,29 @@ def run(args, stream=None) -> int:
     print(f"galmoss-auto fit: {len(ids)} galaxies, {len(good)} fitted, {len(bad_ids)} unusable, "
           f"{n_flagged} with flags; catalog: {fits_path} (and {ecsv_path})")
     return 0 if good else 1
+
+
+def _fit_neighbours(path, good, init, model, region, kwargs):
+    """``--neighbours TABLE``: fit each cutout's listed neighbours with its target
+    (:func:`galmoss_auto.fitting.neighbours.fit_with_neighbours`); positions in a feedme region
+    are in the full image's pixels, as the init table's."""
+    from .neighbours import fit_with_neighbours, neighbours_from_table
+
+    table = _read_table(path, "neighbour table")
+    try:
+        lists = neighbours_from_table(table, [c.id for c in good])
+    except ValueError as exc:
+        raise FitCommandError(f"{path}: {exc}") from None
+    if region is not None:
+        for lst in lists:
+            for nb in lst:
+                nb["x"] += 1 - region[0]
+                nb["y"] += 1 - region[2]
+    fitted, nb_table = fit_with_neighbours(good, init, lists, model, **kwargs)
+    if region is not None and len(nb_table):
+        nb_table["x"] += (region[0] - 1) * nb_table["x"].unit
+        nb_table["y"] += (region[2] - 1) * nb_table["y"].unit
+    return fitted, nb_table
 
 
 if __name__ == "__main__":

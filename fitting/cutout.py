@@ -8,21 +8,48 @@ file and the problem.
 Noise may be given as sigma (default), weight / inverse variance, or variance; it is always
 stored as sigma.  NaN/inf pixels and non-positive or non-finite sigma are not errors: those
 pixels are masked and counted in :attr:`Cutout.n_bad_pixels`.
+
+What the fit depends on is found in this order (``cutout.meta["sources"]`` says which):
+
+1. what the caller gives (a manifest cell, a companion file, a function argument);
+2. the image file itself (an image named ``file.fits[HDU]`` uses only that HDU's header):
+   extensions named ``SIGMA``/``ERR``/``NOISE``/``RMS`` (sigma),
+   ``WEIGHT``/``WHT``/``IVAR`` (inverse variance), ``VAR``/``VARIANCE``, ``PSF``,
+   ``MASK``/``BADPIX``/``BPM``; header zero-point (:data:`ZP_KEYS`), pixel scale
+   (:data:`SCALE_KEYS`, else the WCS CD/CDELT matrix of a celestial WCS) and ``SATURATE``;
+3. the command's defaults (options, feedme, survey preset);
+4. nothing: the source is ``"none"`` (no PSF: no convolution; no sigma: estimated by
+   :func:`galmoss_auto.fitting.noise.complete_noise`; no zero-point: 0, and
+   :func:`read_record` flags NO_ZEROPOINT).
+
+:func:`read_record` is the one reader of ``galmoss-auto fit`` and ``galmoss-auto run``: on top
+of :func:`read_cutout` it refuses cutouts too small to fit (BAD_INPUT | TOO_FEW_PIXELS) and
+empty ones, and masks saturated pixels (counted in ``meta["n_saturated"]``).
 """
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Cutout", "CutoutError", "read_cutout", "read_fits_array", "normalise_psf"]
+__all__ = ["Cutout", "CutoutError", "read_cutout", "read_record", "read_fits_array",
+           "normalise_psf", "MIN_SIDE", "MIN_GOOD_PIXELS", "ZP_KEYS", "SCALE_KEYS", "EXTENSIONS"]
 
 
 class CutoutError(ValueError):
-    """A cutout's input cannot be used.  The message names the file (or id) and the problem."""
+    """A cutout's input cannot be used.  The message names the file (or id) and the problem.
+    ``flags``: the catalog bits its row gets (BAD_INPUT, plus TOO_FEW_PIXELS for a cutout too
+    small to fit)."""
+
+    def __init__(self, message: str, flags: int | None = None):
+        super().__init__(message)
+        from .flags import Flag
+        self.flags = int(Flag.BAD_INPUT) if flags is None else int(flags)
 
 
 @dataclass
@@ -88,7 +115,9 @@ class Cutout:
         if image.ndim != 2:
             raise CutoutError(f"{where}: image must be 2-D, got shape {image.shape}")
         if min(image.shape) < 3:
-            raise CutoutError(f"{where}: image of shape {image.shape} is too small to fit")
+            from .flags import Flag
+            raise CutoutError(f"{where}: too few pixels to fit (image of shape {image.shape})",
+                              int(Flag.BAD_INPUT | Flag.TOO_FEW_PIXELS))
         mask = np.zeros(image.shape, bool) if self.mask is None else np.asarray(self.mask) != 0
         if mask.shape != image.shape:
             raise CutoutError(f"{where}: mask shape {mask.shape} differs from image shape {image.shape}")
@@ -115,8 +144,9 @@ class Cutout:
             self.psf_oversampling = int(self.psf_oversampling)
         if not np.isfinite(self.zeropoint):
             raise CutoutError(f"{where}: zeropoint must be finite, got {self.zeropoint}")
-        if self.pixel_scale is not None and not (self.pixel_scale > 0):
-            raise CutoutError(f"{where}: pixel_scale must be > 0, got {self.pixel_scale}")
+        if self.pixel_scale is not None and not (np.isfinite(self.pixel_scale) and self.pixel_scale > 0):
+            raise CutoutError(f"{where}: pixel_scale must be finite and > 0 arcsec/px, "
+                              f"got {self.pixel_scale}")
 
 
 def normalise_psf(psf, where: str = "psf") -> np.ndarray:
@@ -132,98 +162,337 @@ def normalise_psf(psf, where: str = "psf") -> np.ndarray:
     return psf / total
 
 
+
+#: Header keywords of the magnitude zero-point, in the order they are tried.
+ZP_KEYS = ("MAGZP", "MAGZPT", "ZP", "ZEROPT", "MAGZERO", "PHOTZP", "MAG_ZP", "ZPT")
+#: Header keywords of the pixel scale (arcsec/px), tried before the WCS.
+SCALE_KEYS = ("PIXSCALE", "PIXSCAL1", "PIXSCAL", "SECPIX", "SECPIX1", "PIXELSCL")
+#: Extension names (upper case) that hold each plane beside the image.
+EXTENSIONS = {"sigma": ("SIGMA", "ERR", "ERROR", "NOISE", "RMS", "SIG"),
+              "weight": ("WEIGHT", "WHT", "IVAR", "INVVAR", "WT"),
+              "variance": ("VAR", "VARIANCE"),
+              "psf": ("PSF",), "mask": ("MASK", "BADPIX", "BPM", "MSK")}
+_IMAGE_NAMES = ("IMAGE", "SCI", "DATA")
+#: The smallest cutout side (px) and number of usable pixels worth fitting a Sérsic to.
+MIN_SIDE = 8
+MIN_GOOD_PIXELS = 64
+
+
+def _split_hdu(path: str):
+    if path.endswith("]") and "[" in path:
+        path, _, ext = path[:-1].rpartition("[")
+        return path, int(ext) if ext.lstrip("-").isdigit() else ext
+    return path, None
+
+
+def _as_2d(data, where: str, what: str) -> np.ndarray:
+    data = np.asarray(data, dtype=np.float64)
+    while data.ndim > 2 and data.shape[0] == 1:     # degenerate leading axes (1, H, W)
+        data = data[0]
+    if data.ndim != 2:
+        raise CutoutError(f"{where}: {what} must be 2-D, got shape {data.shape}")
+    return data
+
+
 def read_fits_array(path, hdu: int | str | None = None, what: str = "image") -> tuple[np.ndarray, dict]:
     """Read a 2-D array and its header from a FITS file.
 
     ``hdu`` selects the HDU by index or name; by default the first HDU with 2-D data.  Also
     accepts ``"file.fits[2]"`` / ``"file.fits[SCI]"`` syntax.  Errors name the file.
     """
+    data, header, _ = _open_fits(path, hdu, what, extensions=False)
+    return data, header
+
+
+def _open_fits(path, hdu, what: str, extensions: bool):
+    """(data, header, {plane: (array, "file[EXT]")}) of a FITS file; the planes are the
+    :data:`EXTENSIONS` found in it besides the chosen HDU (only when ``extensions``)."""
     from astropy.io import fits
 
     path = str(path)
-    if hdu is None and path.endswith("]") and "[" in path:
-        path, _, ext = path[:-1].rpartition("[")
-        hdu = int(ext) if ext.lstrip("-").isdigit() else ext
+    if hdu is None:
+        path, hdu = _split_hdu(path)
     if not Path(path).is_file():
         raise CutoutError(f"{path}: {what} file not found")
+    planes = {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with fits.open(path, memmap=False) as hdul:
+                named = {str(h.name).upper(): k for k, h in enumerate(hdul)}
                 if hdu is None:
-                    candidates = [h for h in hdul if h.data is not None and np.ndim(h.data) >= 2]
-                    if not candidates:
-                        raise CutoutError(f"{path}: no 2-D {what} data in any HDU")
-                    chosen = candidates[0]
+                    plane_names = {n for names in EXTENSIONS.values() for n in names}
+                    chosen = next((hdul[named[n]] for n in _IMAGE_NAMES if n in named
+                                   and hdul[named[n]].data is not None), None)
+                    if chosen is None:
+                        candidates = [h for h in hdul if h.data is not None and np.ndim(h.data) >= 2
+                                      and str(h.name).upper() not in plane_names]
+                        if not candidates:
+                            raise CutoutError(f"{path}: no 2-D {what} data in any HDU")
+                        chosen = candidates[0]
                 else:
                     chosen = hdul[hdu]
-                data = chosen.data
-                header = dict(chosen.header)
-                if data is None:
+                if chosen.data is None:
                     raise CutoutError(f"{path}: HDU {hdu!r} holds no data")
-                data = np.asarray(data, dtype=np.float64)
+                data = np.asarray(chosen.data, dtype=np.float64)
+                header = dict(chosen.header)
+                if chosen is not hdul[0] and hdul[0].data is None:
+                    # keywords such as MAGZP often sit in an empty primary header
+                    header = {**dict(hdul[0].header), **header}
+                if extensions:
+                    for plane, names in EXTENSIONS.items():
+                        for n in names:
+                            if n in named and hdul[named[n]] is not chosen and hdul[named[n]].data is not None:
+                                planes[plane] = (np.asarray(hdul[named[n]].data, np.float64),
+                                                 f"{path}[{n}]")
+                                break
     except CutoutError:
         raise
-    except KeyError:
+    except (KeyError, IndexError):
         raise CutoutError(f"{path}: no HDU {hdu!r}") from None
     except Exception as exc:  # astropy raises many types for damaged files
         raise CutoutError(f"{path}: cannot read {what} as FITS ({type(exc).__name__}: {exc})") from None
-    data = np.squeeze(data)
-    if data.ndim != 2:
-        raise CutoutError(f"{path}: {what} must be 2-D, got shape {data.shape}")
-    return data, header
+    return _as_2d(data, path, what), header, planes
+
+
+def _header_number(header: dict, keys, where: str, what: str):
+    for k in keys:
+        if k in header and header[k] not in (None, ""):
+            try:
+                value = float(header[k])
+            except (TypeError, ValueError):
+                raise CutoutError(f"{where}: header {k} = {header[k]!r} is not a number ({what})") from None
+            return value, k
+    return None, None
+
+
+def _wcs_scale(header: dict) -> float | None:
+    """Pixel scale (arcsec/px) from a celestial WCS: sqrt|det CD| (or of PC x CDELT)."""
+    ctype = str(header.get("CTYPE1", "")).upper()
+    if not ctype.startswith(("RA", "DEC", "GLON", "GLAT", "ELON", "ELAT")):
+        return None
+    if all(k in header for k in ("CD1_1", "CD2_2")):
+        cd = [[float(header.get("CD1_1", 0)), float(header.get("CD1_2", 0))],
+              [float(header.get("CD2_1", 0)), float(header.get("CD2_2", 0))]]
+    elif "CDELT1" in header and "CDELT2" in header:
+        pc = [[float(header.get("PC1_1", 1)), float(header.get("PC1_2", 0))],
+              [float(header.get("PC2_1", 0)), float(header.get("PC2_2", 1))]]
+        d1, d2 = float(header["CDELT1"]), float(header["CDELT2"])
+        cd = [[pc[0][0] * d1, pc[0][1] * d1], [pc[1][0] * d2, pc[1][1] * d2]]
+    else:
+        return None
+    det = abs(cd[0][0] * cd[1][1] - cd[0][1] * cd[1][0])
+    return math.sqrt(det) * 3600.0 if det > 0 else None
+
+
+def _ascii_mask(path: str, shape) -> np.ndarray:
+    """GALFIT's text bad-pixel list: one ``x y`` (1-based) per line -> bool mask."""
+    try:
+        xy = np.loadtxt(path, comments="#", ndmin=2)
+    except (OSError, ValueError) as exc:
+        raise CutoutError(f"{path}: cannot read the mask as FITS or as an 'x y' list ({exc})") from None
+    mask = np.zeros(shape, bool)
+    if xy.size:
+        if xy.shape[1] < 2:
+            raise CutoutError(f"{path}: mask list needs two columns x y, got {xy.shape[1]}")
+        x, y = np.rint(xy[:, 0]).astype(int) - 1, np.rint(xy[:, 1]).astype(int) - 1
+        ok = (x >= 0) & (x < shape[1]) & (y >= 0) & (y < shape[0])
+        mask[y[ok], x[ok]] = True
+    return mask
+
+
+_FITS_NAME = re.compile(r"\.(fits|fit|fts)(\.gz)?$", re.IGNORECASE)
 
 
 def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, variance=None,
                 psf=None, mask=None, zeropoint: float | None = None, pixel_scale: float | None = None,
                 psf_oversampling: int = 1, psf_includes_pixel: bool = True,
-                gain: float | None = None) -> Cutout:
+                gain: float | None = None, saturation: float | None = None,
+                sources: dict | None = None, defaults: dict | None = None,
+                region: tuple | None = None, use_file: bool = True) -> Cutout:
     """Read one cutout from FITS files (paths, optionally with ``[hdu]``) or arrays.
 
     Give at most one of ``sigma`` (1-sigma), ``weight`` (inverse variance) or ``variance``.
-    ``zeropoint`` defaults to the header's ``MAGZP``/``ZP``/``MAGZERO`` or 0;
-    ``pixel_scale`` to ``PIXSCALE``.  ``gain`` is accepted for symmetry with the pipeline's
-    manifests and stored in ``meta``.
+    What is not given comes from the image file itself when ``use_file`` (its ``SIGMA``,
+    ``WEIGHT``, ``VAR``, ``PSF``, ``MASK`` extensions, unless the image is named with an explicit
+    HDU such as ``file.fits[0]``, which selects that HDU alone; header zero-point :data:`ZP_KEYS`, pixel
+    scale :data:`SCALE_KEYS` or WCS, ``SATURATE``), then from ``defaults`` (key -> (value,
+    source)); else the zero-point is 0 and the pixel scale unknown.  ``sources`` (key -> source
+    name) labels the given values (default ``"argument"``); the result's
+    ``meta["sources"]`` says where the psf, sigma, mask, zeropoint, pixel_scale and saturation
+    came from (``"none"`` where nothing gave it).  ``mask`` may be GALFIT's text list of
+    1-based ``x y`` bad pixels.  ``saturation`` (image units): pixels at or above it are
+    masked, their count in ``meta["n_saturated"]``.  ``region`` = GALFIT's H) (xmin, xmax,
+    ymin, ymax), 1-based inclusive: the cutout is that part of the image.  ``gain`` (e-/image
+    unit) is stored in ``meta`` for sigma estimation.
     """
+    sources = dict(sources or {})
+    defaults = dict(defaults or {})
     if sum(x is not None for x in (sigma, weight, variance)) > 1:
         raise CutoutError(f"{image}: give only one of sigma, weight and variance")
+    is_path = isinstance(image, (str, Path))
+    source = str(image) if is_path else (id or "array")
+    if id is None:
+        id = _FITS_NAME.sub("", Path(_split_hdu(str(image))[0]).name) if is_path else "0"
+    if is_path:
+        # an image named as file.fits[HDU] is that HDU alone: the caller chose among the
+        # file's extensions, so the others are not taken as its sigma/PSF/mask
+        explicit = _split_hdu(str(image))[1] is not None
+        data, header, planes = _open_fits(image, None, "image", extensions=use_file and not explicit)
+    else:
+        data, header, planes = _as_2d(image, source, "image"), {}, {}
+    found = {}
 
     def load(value, what):
-        if value is None:
-            return None, {}
         if isinstance(value, (str, Path)):
-            return read_fits_array(value, what=what)
-        return np.asarray(value, dtype=np.float64), {}
+            if what == "mask" and not _FITS_NAME.search(_split_hdu(str(value))[0]):
+                return _ascii_mask(str(value), data.shape), str(value)
+            return _open_fits(value, None, what, extensions=False)[0], str(value)
+        return _as_2d(value, source, what), source
 
-    data, header = load(image, "image")
-    source = str(image) if isinstance(image, (str, Path)) else (id or "array")
-    if id is None:
-        id = Path(str(image)).stem if isinstance(image, (str, Path)) else "0"
-    noise, _ = load(sigma, "sigma")
-    if weight is not None:
-        w, _ = load(weight, "weight")
+    # noise: argument > extension > default
+    noise_kind, noise_val = next(((k, v) for k, v in (("sigma", sigma), ("weight", weight),
+                                                     ("variance", variance)) if v is not None),
+                                 (None, None))
+    noise_src = sources.get(noise_kind, "argument") if noise_kind else None
+    if noise_kind is None:
+        noise_kind = next((k for k in ("sigma", "weight", "variance") if k in planes), None)
+        if noise_kind is not None:
+            noise_val, noise_src = planes[noise_kind][0], "extension"
+            found["noise_where"] = planes[noise_kind][1]
+    if noise_kind is None:
+        noise_kind = next((k for k in ("sigma", "weight", "variance") if k in defaults), None)
+        if noise_kind is not None:
+            noise_val, noise_src = defaults[noise_kind]
+    noise, noise_where = (None, None)
+    if noise_val is not None:
+        arr, noise_where = load(noise_val, noise_kind)
+        noise_where = found.get("noise_where", noise_where)
         with np.errstate(divide="ignore", invalid="ignore"):
-            noise = np.where(w > 0, 1.0 / np.sqrt(np.abs(w)), np.nan)
-    if variance is not None:
-        v, _ = load(variance, "variance")
-        with np.errstate(invalid="ignore"):
-            noise = np.where(v > 0, np.sqrt(np.abs(v)), np.nan)
-    psf_data, _ = load(psf, "psf")
-    mask_data, _ = load(mask, "mask")
-    if zeropoint is None:
-        zeropoint = next((float(header[k]) for k in ("MAGZP", "ZP", "MAGZERO", "ZEROPT") if k in header), 0.0)
-    if pixel_scale is None and "PIXSCALE" in header:
-        pixel_scale = float(header["PIXSCALE"])
-    noise_source = next((v for v in (sigma, weight, variance) if v is not None), None)
-    for what, arr, path in (("sigma", noise, noise_source), ("mask", mask_data, mask)):
-        path = path if isinstance(path, (str, Path)) else source
+            if noise_kind == "weight":
+                arr = np.where(arr > 0, 1.0 / np.sqrt(np.abs(arr)), np.nan)
+            elif noise_kind == "variance":
+                arr = np.where(arr > 0, np.sqrt(np.abs(arr)), np.nan)
+        noise = arr
+
+    def pick(key, value, plane=None):
+        if value is not None:
+            return value, sources.get(key, "argument"), None
+        if plane and plane in planes:
+            return planes[plane][0], "extension", planes[plane][1]
+        if key in defaults:
+            return defaults[key][0], defaults[key][1], None
+        return None, "none", None
+
+    psf_val, psf_src, psf_where = pick("psf", psf, "psf")
+    mask_val, mask_src, mask_where = pick("mask", mask, "mask")
+    psf_data = mask_data = None
+    if psf_val is not None:
+        psf_data, where = load(psf_val, "psf")
+        psf_where = psf_where or where
+    if mask_val is not None:
+        mask_data, where = load(mask_val, "mask")
+        mask_where = mask_where or where
+
+    def number(key, value, header_keys, what):
+        if value is not None:
+            return float(value), sources.get(key, "argument")
+        if use_file and header_keys:
+            v, _ = _header_number(header, header_keys, source, what)
+            if v is not None:
+                return v, "header"
+        if use_file and key == "pixel_scale":
+            v = _wcs_scale(header)
+            if v is not None:
+                return v, "header"
+        if key in defaults:
+            return float(defaults[key][0]), defaults[key][1]
+        return None, "none"
+
+    zp, zp_src = number("zeropoint", zeropoint, ZP_KEYS, "zero-point")
+    scale, scale_src = number("pixel_scale", pixel_scale, SCALE_KEYS, "pixel scale")
+    sat, sat_src = number("saturation", saturation, ("SATURATE", "SATURATION", "SATLEVEL"),
+                          "saturation level")
+    gain_v, gain_src = number("gain", gain, (), "gain")
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        where = source if scale_src in ("header", "argument", "manifest") else f"{scale_src} value"
+        raise CutoutError(f"{where}: pixel scale must be finite and > 0 arcsec/px, got {scale} "
+                          f"(from the {scale_src})")
+    if zp is not None and not math.isfinite(zp):
+        raise CutoutError(f"{source}: zero-point must be finite, got {zp} (from the {zp_src})")
+    for what, arr, where in (("sigma", noise, noise_where), ("mask", mask_data, mask_where)):
         if arr is not None and arr.shape != data.shape:
-            raise CutoutError(f"{path}: {what} shape {arr.shape} differs from image shape {data.shape}"
-                              + (f" ({source})" if path != source else ""))
-    psf_where = str(psf) if isinstance(psf, (str, Path)) else source
+            raise CutoutError(f"{where}: {what} shape {arr.shape} differs from image shape {data.shape}"
+                              + (f" ({source})" if where != source else ""))
+    if region is not None:
+        x0, x1, y0, y1 = (int(v) for v in region)
+        if x0 < 1 or y0 < 1 or x1 > data.shape[1] or y1 > data.shape[0] or x1 < x0 or y1 < y0:
+            raise CutoutError(f"{source}: region (H) {tuple(region)} exceeds the image "
+                              f"({data.shape[1]} x {data.shape[0]} pixels)")
+        cut = (slice(y0 - 1, y1), slice(x0 - 1, x1))
+        data = data[cut]
+        noise = None if noise is None else noise[cut]
+        mask_data = None if mask_data is None else mask_data[cut]
+    if noise is not None and not np.any(np.isfinite(noise) & (noise > 0)):
+        raise CutoutError(f"{noise_where}: the sigma map of {source} has no valid pixel "
+                          "(every value <= 0 or not finite)")
     if psf_data is not None:
         psf_data = normalise_psf(psf_data, psf_where)
-    return Cutout(id=str(id), image=data, sigma=noise, psf=psf_data, mask=mask_data,
-                  zeropoint=float(zeropoint), pixel_scale=pixel_scale,
-                  psf_oversampling=psf_oversampling, psf_includes_pixel=psf_includes_pixel,
-                  source=source, meta={"gain": gain} if gain is not None else {})
+    user_mask = np.zeros(data.shape, bool) if mask_data is None else np.asarray(mask_data) != 0
+    n_sat = 0
+    if sat is not None:
+        with np.errstate(invalid="ignore"):
+            saturated = np.isfinite(data) & (data >= sat) & ~user_mask
+        n_sat = int(np.count_nonzero(saturated))
+        user_mask = user_mask | saturated
+    meta = {"sources": {"psf": psf_src, "sigma": noise_src or "none", "mask": mask_src,
+                        "zeropoint": zp_src, "pixel_scale": scale_src, "saturation": sat_src},
+            "n_saturated": n_sat}
+    if gain_v is not None:
+        meta["gain"] = gain_v
+    if sat is not None:
+        meta["saturation"] = sat
+    return Cutout(id=str(id), image=data, sigma=noise, psf=psf_data,
+                  mask=user_mask if (mask_data is not None or n_sat) else None,
+                  zeropoint=0.0 if zp is None else float(zp), pixel_scale=scale,
+                  psf_oversampling=int(psf_oversampling), psf_includes_pixel=psf_includes_pixel,
+                  source=source, meta=meta)
+
+
+#: Record keys passed on to :func:`read_cutout` by :func:`read_record`.
+RECORD_KEYS = ("sigma", "weight", "variance", "psf", "mask", "zeropoint", "pixel_scale", "gain",
+               "saturation", "psf_oversampling", "psf_includes_pixel")
+
+
+def read_record(rec: dict, region: tuple | None = None) -> Cutout:
+    """One input record (see :mod:`galmoss_auto.fitting.records`) -> a :class:`Cutout` ready
+    for the noise step; the one reader behind ``fit`` and ``run``.
+
+    On top of :func:`read_cutout`: a record marked unusable (``rec["error"]``) is refused
+    with its message; a cutout smaller than :data:`MIN_SIDE` px on a side or with fewer than
+    :data:`MIN_GOOD_PIXELS` usable pixels raises CutoutError with BAD_INPUT | TOO_FEW_PIXELS;
+    an empty cutout (every usable pixel equal) raises; no zero-point anywhere sets
+    NO_ZEROPOINT (magnitudes then use 0).
+    """
+    from .flags import Flag
+    if rec.get("error"):
+        raise CutoutError(str(rec["error"]))
+    if rec.get("image") is None:
+        raise CutoutError(f"row {rec.get('id')!r}: no image given")
+    kwargs = {k: rec[k] for k in RECORD_KEYS if rec.get(k) is not None}
+    cut = read_cutout(rec["image"], id=str(rec["id"]), sources=rec.get("sources"),
+                      defaults=rec.get("defaults"), region=region, **kwargs)
+    h, w = cut.shape
+    good = cut.image[~cut.mask]
+    if min(h, w) < MIN_SIDE or good.size < MIN_GOOD_PIXELS:
+        raise CutoutError(f"{cut.source}: too few pixels to fit ({w} x {h}, {good.size} usable; "
+                          f"at least {MIN_SIDE} px a side and {MIN_GOOD_PIXELS} usable pixels "
+                          "are needed)", int(Flag.BAD_INPUT | Flag.TOO_FEW_PIXELS))
+    if np.ptp(good) == 0:
+        raise CutoutError(f"{cut.source}: empty cutout (every unmasked pixel equals "
+                          f"{good.flat[0]:g})")
+    if cut.meta["sources"]["zeropoint"] == "none":
+        cut.flags = int(cut.flags) | int(Flag.NO_ZEROPOINT)
+    if cut.meta.get("n_saturated"):
+        cut.flags = int(cut.flags) | int(Flag.AUTO_MASKED_PIXELS)
+    return cut

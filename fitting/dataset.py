@@ -19,38 +19,35 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .cutout import Cutout, CutoutError, read_cutout
+from .cutout import RECORD_KEYS, CutoutError, read_record
+from .flags import Flag
 
 __all__ = ["CutoutFailure", "CutoutDataset", "cutout_loader", "READ_KEYS"]
 
-#: Record keys passed to :func:`read_cutout` (others, e.g. ``segmentation``, are ignored).
-READ_KEYS = ("image", "sigma", "weight", "variance", "psf", "mask", "zeropoint", "pixel_scale",
-             "gain", "psf_oversampling", "psf_includes_pixel")
+#: Record keys the reader uses (others, e.g. ``segmentation``, are ignored).
+READ_KEYS = ("image",) + RECORD_KEYS
 
 
 @dataclass
 class CutoutFailure:
     """A row that could not be used: its ``id``, a message naming the file and the problem,
-    and the seconds spent before it failed (``timings``)."""
+    the seconds spent before it failed (``timings``) and its catalog ``flags`` (BAD_INPUT,
+    plus TOO_FEW_PIXELS for a cutout too small to fit)."""
 
     id: str
     message: str
     source: str = ""
     timings: dict = field(default_factory=dict)
-
-
-def _read(record: dict) -> Cutout:
-    kwargs = {k: record[k] for k in READ_KEYS if record.get(k) is not None}
-    if "image" not in kwargs:
-        raise CutoutError(f"row {record.get('id')!r}: no image given")
-    return read_cutout(id=str(record["id"]), **kwargs)
+    flags: int = int(Flag.BAD_INPUT)
 
 
 class CutoutDataset(Dataset):
-    """``dataset[i]`` reads row ``i`` (a dict with ``id``, ``image`` and optionally ``sigma`` /
-    ``weight`` / ``variance``, ``psf``, ``mask`` (paths or arrays), ``zeropoint``,
-    ``pixel_scale``, ``gain``) and returns ``transform(cutout)`` (default: the Cutout), or a
-    :class:`CutoutFailure` when reading or the transform raises.  The Cutout carries the read
+    """``dataset[i]`` reads row ``i`` (a record of :mod:`galmoss_auto.fitting.records`: ``id``,
+    ``image`` and optionally ``sigma`` / ``weight`` / ``variance``, ``psf``, ``mask`` (paths or
+    arrays), ``zeropoint``, ``pixel_scale``, ``gain``, ``saturation``, ``sources``,
+    ``defaults``) with :func:`~galmoss_auto.fitting.cutout.read_record` and returns
+    ``transform(cutout)`` (default: the Cutout), or a :class:`CutoutFailure` when reading or
+    the transform raises.  The Cutout carries the read
     time in ``meta["timings"]["read"]`` (seconds)."""
 
     def __init__(self, records: Sequence[dict], transform: Callable | None = None):
@@ -65,15 +62,26 @@ class CutoutDataset(Dataset):
         rid = str(record.get("id", index))
         t0 = time.perf_counter()
         try:
-            cutout = _read(record)
+            cutout = read_record(record)
         except Exception as exc:  # any unreadable row becomes a flagged row, never a crash
-            msg = str(exc) if isinstance(exc, CutoutError) else f"{record.get('image')}: {type(exc).__name__}: {exc}"
-            return CutoutFailure(rid, msg, str(record.get("image", "")),
-                                 {"read": time.perf_counter() - t0})
+            return CutoutFailure(rid, _message(exc, record), str(record.get("image", "")),
+                                 {"read": time.perf_counter() - t0},
+                                 getattr(exc, "flags", int(Flag.BAD_INPUT)))
         cutout.meta["timings"] = {"read": time.perf_counter() - t0}
         if self.transform is None:
             return cutout
-        return self.transform(cutout)
+        try:
+            return self.transform(cutout)
+        except Exception as exc:  # a failing preparation costs this galaxy only
+            return CutoutFailure(rid, _message(exc, record), str(record.get("image", "")),
+                                 dict(cutout.meta.get("timings", {})),
+                                 getattr(exc, "flags", int(Flag.BAD_INPUT)))
+
+
+def _message(exc: Exception, record: dict) -> str:
+    if isinstance(exc, CutoutError):
+        return str(exc)
+    return f"{record.get('image')}: {type(exc).__name__}: {exc}"
 
 
 def _as_list(batch):

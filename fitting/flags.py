@@ -35,6 +35,12 @@ class Flag(IntFlag):
     INIT_FALLBACK = 1024
     #: The central object was not detected by the masker / initializer.
     NO_CENTRAL_DETECTION = 2048
+    #: No zero-point anywhere (row, header, option, survey): magnitudes use zero-point 0, so
+    #: they are -2.5 log10(flux in image units), not calibrated magnitudes.
+    NO_ZEROPOINT = 4096
+    #: A learned stage ran with a checkpoint trained for another pixel scale or PSF width than
+    #: this cutout's (``run --strict`` refuses it instead).
+    WEIGHTS_MISMATCH = 8192
 
 
 def describe(flags: int) -> list[str]:

@@ -15,6 +15,13 @@ curved, nearly degenerate valleys of multi-component models λ can cycle between
 rejected steps that each gain ~1e-3, and the tests above never see a small λ); or λ driven
 above ``lambda_max`` by rejected steps (no direction lowers χ² any more).  Δχ² = 1 is a 1σ
 move of one parameter, so each test stops well inside the errors.
+
+A galaxy none of whose trial steps was ever accepted has not been fitted: λ exhausted from the
+starting point means the model could not be improved at all (a wrong Jacobian, a starting point
+outside the profile's useful range, noise-dominated renders), not that the start is the minimum,
+so it stops *not converged* (Flag.NOT_CONVERGED) at its starting values.  The one exception is
+the gradient test above on the first, near-Gauss–Newton step: a predicted gain below
+``tol_chi2`` there is a start that already is the minimum.
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: 
     W = settings.stall_window
     history = torch.full((W, B), float("inf"), dtype=torch.float64, device=dev)
     last_accept = torch.full((B,), -W, dtype=torch.long, device=dev)
+    ever_accepted = torch.zeros(B, dtype=torch.bool, device=dev)
 
     def sub_of(idx):
         sub = problem.subset(idx)
@@ -129,13 +137,17 @@ def levenberg_marquardt(problem, free: torch.Tensor, b: torch.Tensor, settings: 
         # when float32 rendering noise hides it) less than tol; or no direction lowers χ² at all
         near_gn = lam_old <= 1e-2
         last_accept[idx[accept]] = it
+        ever_accepted[idx[accept]] = True
         # a window of only rejected steps is λ searching for a descent direction, not a stall
         stalled = (history[it % W, idx] - chi2[idx] < tol) & (it - last_accept[idx] < W)
         history[it % W, idx] = chi2[idx]
+        exhausted = ~accept & (lam[idx] > settings.lambda_max)
         done = ((accept & (gain < tol) & (lam[idx] <= 1e-2)) | (~accept & near_gn & (predicted < tol))
-                | stalled | (~accept & (lam[idx] > settings.lambda_max)))
+                | stalled | (exhausted & ever_accepted[idx]))
+        # λ exhausted without a single accepted step: the fit never moved; stop, not converged
+        gave_up = exhausted & ~ever_accepted[idx] & ~done
         converged[idx[done]] = True
-        active[idx[done]] = False
+        active[idx[done | gave_up]] = False
     return free, chi2, n_iter, converged, A
 
 

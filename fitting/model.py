@@ -9,8 +9,13 @@ whole map from free to all parameters one affine map, full = A·free + b: the so
 free vector only and the Jacobian is pushed through A exactly.
 
 Box bounds default to each parameter's valid range (see the profile modules); ``bounds=``
-narrows them.  q may exceed 1 during a fit (the catalog then swaps the axes), except in a
-component whose lengths or angle are tied or fixed: there q <= 1, so the tie means what it says.  Centres are kept inside their cutout.  A fit that ends on a bound is flagged.
+narrows them.  A bound must be a pair lower < upper of numbers inside the parameter's valid
+range (``ValueError`` naming the parameter and the range otherwise: bounds are never silently
+clipped or swapped); a fixed value must lie in that range too.  q may exceed 1 during a fit
+(the catalog then swaps the axes), except in a component whose lengths or angle are tied, fixed
+or bounded, or whose q has an upper bound below 1: there q stays <= its upper bound, so the
+tie or bound means what it says for the catalog's (major-axis) values.  Centres are kept inside
+their cutout.  A fit that ends on a bound is flagged.
 """
 
 from __future__ import annotations
@@ -74,6 +79,11 @@ class Model:
         for name in [*self.fixed, *self.bounds, *(t.target for t in self.ties), *(t.source for t in self.ties)]:
             if name not in index:
                 raise KeyError(f"unknown parameter {name!r}; the model has {', '.join(self.full_names)}")
+        self.bounds = {name: _checked_bounds(name, self.params[index[name]][1], pair)
+                       for name, pair in self.bounds.items()}
+        for name, value in self.fixed.items():
+            if value is not None:
+                _check_value(name, self.params[index[name]][1], value, "fixed value")
         tied = {t.target: t for t in self.ties}
         for t in self.ties:
             if t.source in tied or t.source in self.fixed:
@@ -172,7 +182,7 @@ class Model:
         B = len(cutouts)
         # a component whose lengths or angle are tied or fixed may not swap its axes (q > 1),
         # or the tie would hold for the swapped axis: its q is bounded by 1
-        constrained = {n.split(".")[0] for n in [*self.fixed, *(t.target for t in self.ties),
+        constrained = {n.split(".")[0] for n in [*self.fixed, *self.bounds, *(t.target for t in self.ties),
                                                  *(t.source for t in self.ties)]
                        if self.params[self.full_names.index(n)][1].kind in ("length", "angle")}
         lo = torch.empty(B, self.n_free, dtype=torch.float64)
@@ -180,15 +190,14 @@ class Model:
         for j, name in enumerate(self.free_names):
             comp, spec = self.params[self.full_names.index(name)]
             lower, upper = self.bounds.get(name, (spec.lower, spec.upper))
-            lower, upper = max(lower, spec.lower), min(upper, spec.upper) if spec.kind != "ratio" else upper
             a, b = internal_bounds(spec.kind, lower, upper)
             if spec.kind == "position":
                 extent = np.array([c.shape[1] if spec.name == "x" else c.shape[0] for c in cutouts], float)
                 lo[:, j] = torch.as_tensor(np.maximum(a, -0.5))
                 hi[:, j] = torch.as_tensor(np.minimum(b, extent - 0.5))
             else:
-                if spec.kind == "ratio" and comp.name in constrained:
-                    b = 0.0
+                if spec.kind == "ratio" and (comp.name in constrained or upper < 1.0):
+                    b = math.log(upper)            # no axis swap: q itself stays <= upper
                 lo[:, j], hi[:, j] = a, b
         return lo, hi
 
@@ -212,6 +221,37 @@ class Model:
     @property
     def catalog_columns(self) -> list[tuple[str, Component, object]]:
         return [(f"{c.name}_{s.name}", c, s) for c, s in self.params]
+
+
+def _check_value(name: str, spec, value, what: str) -> float:
+    """``value`` as a float inside ``spec``'s valid range, else ValueError naming the bound."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: {what} must be a number, got {value!r}") from None
+    # an infinite bound is legal where the valid range is unbounded (sky, position); a value is not
+    if math.isnan(v) or (math.isinf(v) and "bound" not in what):
+        raise ValueError(f"{name}: {what} {v} is not finite")
+    if v < spec.lower:
+        raise ValueError(f"{name}: {what} {v} is below the valid lower bound {spec.lower} "
+                         f"(valid range [{spec.lower}, {spec.upper}])")
+    if v > spec.upper:
+        raise ValueError(f"{name}: {what} {v} is above the valid upper bound {spec.upper} "
+                         f"(valid range [{spec.lower}, {spec.upper}])")
+    return v
+
+
+def _checked_bounds(name: str, spec, pair) -> tuple[float, float]:
+    """A user bound (lower, upper): two numbers, lower < upper, both inside the valid range."""
+    try:
+        lo, hi = pair
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: bounds must be a pair (lower, upper), got {pair!r}") from None
+    lo = _check_value(name, spec, lo, "lower bound")
+    hi = _check_value(name, spec, hi, "upper bound")
+    if not lo < hi:
+        raise ValueError(f"{name}: lower bound {lo} must be below upper bound {hi} (inverted or empty bounds)")
+    return lo, hi
 
 
 def default_model() -> Model:

@@ -7,8 +7,10 @@ parameters (ties, log lengths, q flips and degrees included): C_cat = T C Tᵀ.
 
 Bootstrap: each replicate re-weights each pixel by an independent Poisson(1) count (the Poisson
 bootstrap, equivalent to resampling pixels with replacement for large images), drawn separately
-for every galaxy and replicate; replicates are fitted as extra members of one batch, starting
-from the best fit.  The error is the standard deviation over replicates.
+for every galaxy and replicate from a generator seeded by (``seed``, a hash of the galaxy's id),
+so a galaxy's replicates do not depend on its batch; replicates are fitted as extra members of
+one batch, starting from the best fit, with the caller's full LM settings.  The error is the
+standard deviation over replicates.
 """
 
 from __future__ import annotations

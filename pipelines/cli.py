@@ -17,9 +17,26 @@ __all__ = ["main", "build_parser", "add_run_arguments"]
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``demo``."""
     g = p.add_argument_group("stages")
-    g.add_argument("--mask", default="sep", help="masker: sep (default) or none (user mask and bad pixels only)")
-    g.add_argument("--init", default="sep", help="initializer: sep (moments, default) or the path "
-                   "of a catalog with id and sersic_<param> columns")
+    g.add_argument("--mask", default="auto",
+                   help="masker: auto (default: maskrcnn when a checkpoint for --survey/--band "
+                        "resolves, else sep), sep, maskrcnn, or none (user mask and bad pixels only)")
+    g.add_argument("--init", default="auto",
+                   help="initializer: auto (default: initnet when a checkpoint resolves, else sep), "
+                        "sep (moments), initnet, or the path of a catalog with id and "
+                        "sersic_<param> columns")
+    g.add_argument("--sky", default="flat", choices=["flat", "tilted", "subtract", "none"],
+                   help="the background: flat (default: a constant sky fitted with the galaxy, "
+                        "started from the measured level; sky_sky, sky_sky_err columns), tilted "
+                        "(plus x/y gradients), subtract (measured level removed before the fit), "
+                        "none (the images are sky-subtracted)")
+    g.add_argument("--zoo", default=None, metavar="DIR",
+                   help="model-zoo folder searched first for learned-stage checkpoints")
+    g.add_argument("--weights", action="append", default=[], metavar="[STAGE=]NAME|FILE",
+                   help="checkpoint for a learned stage: a registry name or a .safetensors file; "
+                        "STAGE= (automask or initnet) picks the stage; repeatable")
+    g.add_argument("--strict", action="store_true",
+                   help="refuse a checkpoint trained for another pixel scale or PSF range (sep is "
+                        "used, flag WEIGHTS_MISMATCH); default: use it with a warning and the flag")
     g.add_argument("--method", default="lm", choices=["lm", "adam"], help="fitting method (default lm)")
     g.add_argument("--errors", default="covariance", choices=["covariance", "bootstrap", "none"],
                    help="parameter errors (default covariance)")
@@ -36,7 +53,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--workers", type=int, default=-1,
                    help="DataLoader worker processes for reading, sep masking and initial guesses "
                         "(default: CPU cores - 1, at most 16; 0 = in the main process)")
-    s.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (refused if the input or settings changed)")
     s.add_argument("--overwrite", action="store_true", help="discard earlier results in --out")
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     o = p.add_argument_group("outputs")
@@ -49,12 +67,17 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 def _add_run_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "run", help="fit every cutout of a directory, glob or manifest (masks and initial guesses automatic)",
-        description="Raw cutouts in, a catalog of Sersic fits out: sigma estimated where absent, "
-                    "sep masks, sep initial guesses, batched fit, sharded resumable output.")
-    p.add_argument("input", help="manifest (.csv/.ecsv/.fits with id,image[,sigma,psf,mask,zeropoint,"
-                                 "pixel_scale,gain]), a directory of FITS cutouts, or a quoted glob")
+        description="Raw cutouts in, a catalog of Sersic fits out: each cutout's own SIGMA/PSF/MASK "
+                    "extensions and header zero-point/pixel scale used first, sky fitted, sigma "
+                    "estimated where absent, learned or sep masks and initial guesses, batched "
+                    "fit, sharded resumable output in a locked --out.  Catalog columns "
+                    "psf_source, sigma_source, zeropoint_source say where each input came from; a "
+                    "cutout without any zero-point is fitted with 0 and flagged NO_ZEROPOINT.")
+    p.add_argument("input", help="manifest (.csv/.ecsv/.fits with id,image[,sigma|weight|variance,psf,"
+                                 "mask,zeropoint,pixel_scale,gain,saturation]), a directory of FITS "
+                                 "cutouts, or a quoted glob")
     p.add_argument("--out", required=True, help="output directory")
-    d = p.add_argument_group("defaults for rows that lack them")
+    d = p.add_argument_group("defaults for rows whose manifest cell, extensions and header lack them")
     d.add_argument("--survey", default=None, help="survey preset (sdss, legacy, hsc, lsst): pixel "
                    "scale, zero-point, gain and PSF; needs --band")
     d.add_argument("--band", default=None, help="band of the survey preset")
@@ -63,20 +86,34 @@ def _add_run_parser(subparsers) -> None:
     d.add_argument("--pixel-scale", dest="pixel_scale", type=float, default=None, help="arcsec/px")
     d.add_argument("--gain", type=float, default=None,
                    help="e-/image unit, adds Poisson noise to estimated sigma maps")
+    d.add_argument("--saturation", type=float, default=None,
+                   help="saturation level (image units, as the SATURATE header keyword): pixels "
+                        "at or above it are masked and counted (n_saturated)")
     add_run_arguments(p)
+    from galmoss_auto.pipelines.distributed import add_distributed_arguments
+    add_distributed_arguments(p.add_argument_group("scale-out (torchrun / srun, or local processes)"))
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args) -> int:
     from galmoss_auto.pipelines.config import RunConfig
     from galmoss_auto.pipelines.run import RunError, run
+    from galmoss_auto.pipelines import distributed
     try:
         cfg = RunConfig.from_args(args)
-        record = run(cfg)
+        if distributed.wants_distributed(args):
+            record = distributed.run_distributed(cfg, args.devices, args.num_nodes, args.accelerator,
+                                                 workers_auto=args.workers < 0)
+        else:
+            record = run(cfg)
     except (RunError, ValueError) as exc:
         print(f"galmoss-auto run: error: {exc}", file=sys.stderr)
         return 2
-    summarise(record)
+    except distributed.RankFailure as exc:
+        print(f"galmoss-auto run: error: {exc}", file=sys.stderr)
+        return 1
+    if record is not None:      # None on ranks other than 0
+        summarise(record)
     return 0
 
 
@@ -123,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(sub)
     _external(sub, "simulate", "galmoss_auto.data_scripts.simulate", "simulate survey cutouts with truth")
     _external(sub, "fit", "galmoss_auto.fitting.cli_fit", "fit cutouts with given masks and initial values")
+    _external(sub, "weights", "galmoss_auto.models.cli", "list, download, verify and install network weights")
+    _external(sub, "train", "galmoss_auto.pipelines.train", "retrain masker and initnet for a survey")
     return parser
 
 

@@ -10,11 +10,17 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["RunConfig", "RESULT_KEYS", "survey_defaults"]
+import numpy as np
+
+__all__ = ["RunConfig", "RESULT_KEYS", "SKY_MODES", "survey_defaults", "parse_weights"]
 
 #: Settings whose change would make a resumed run's shards disagree with each other.
-RESULT_KEYS = ("input", "mask", "init", "survey", "band", "psf", "zeropoint", "pixel_scale",
-               "gain", "method", "errors", "detect_thresh", "dilate")
+#: (The input itself is checked by the hash of its records, not by its path: the same manifest
+#: given by another path resumes, an edited one is refused.)
+RESULT_KEYS = ("mask", "init", "sky", "survey", "band", "psf", "zeropoint", "pixel_scale",
+               "gain", "saturation", "method", "errors", "detect_thresh", "dilate", "zoo",
+               "weights", "strict", "world_size")
+SKY_MODES = ("flat", "tilted", "subtract", "none")
 
 
 @dataclass
@@ -23,10 +29,31 @@ class RunConfig:
 
     input : manifest, directory or glob of FITS cutouts.
     out : output directory.
-    mask : masker name (``sep``, ``none``).  init : initializer name (``sep``) or catalog path.
+    mask : masker: ``auto`` (default: the learned masker when a checkpoint for the survey and
+        band resolves, else ``sep``), ``sep``, ``none``, ``maskrcnn`` or another registered name.
+    init : initializer: ``auto`` (default: ``initnet`` when a checkpoint resolves, else
+        ``sep``), ``sep``, ``initnet``, another registered name, or a catalog path.
+    sky : ``flat`` (default: a constant sky fitted with the galaxy, started from the measured
+        background; ``sky_sky``/``sky_sky_err`` columns), ``tilted`` (sky plus gradients
+        ``sky_dsky_dx``, ``sky_dsky_dy``), ``subtract`` (the measured background removed before
+        the fit) or ``none`` (the image is taken as sky-subtracted).
     survey, band : preset giving pixel scale, zero-point and default PSF (both or neither).
     psf : PSF file for every galaxy that has none.  zeropoint (mag), pixel_scale (arcsec/px,
-        > 0), gain (e-/image unit, > 0): defaults for galaxies whose row lacks them.
+        > 0), gain (e-/image unit, > 0), saturation (image units): defaults for galaxies whose
+        row and file lack them (a cutout's own extensions and header come first).
+    zoo : a model-zoo folder searched first for checkpoints.  weights : checkpoint choices,
+        each ``NAME``, ``FILE`` or ``STAGE=NAME|FILE`` (stage ``automask``/``mask`` or
+        ``initnet``/``init``); a bare one applies to every stage it fits.
+    strict : refuse (use sep instead, flagged WEIGHTS_MISMATCH) a checkpoint trained for
+        another pixel scale / PSF range than a cutout's; without it the checkpoint is used with
+        a warning and WEIGHTS_MISMATCH.
+    rank, world_size : this process's share of the work (0 <= rank < world_size): rank r fits
+        the r-th contiguous block of the input, writes shards named ``part-r<rank>-NNNNN`` under
+        its own lock, and leaves the final merge to the launcher
+        (:func:`galmoss_auto.pipelines.run.merge_run`) unless world_size is 1.  With several
+        ranks only rank 0 honours ``overwrite``, and existing shards are not an error without
+        ``resume`` (the ranks write side by side); the launcher decides both before it starts
+        them.
     method : ``lm`` or ``adam``.  errors : ``covariance``, ``bootstrap`` or ``none``.
     device : torch device (None: CUDA when present, else CPU).
     batch_size : galaxies per fitter batch (None: the fitter's default).
@@ -42,14 +69,16 @@ class RunConfig:
 
     input: str
     out: str
-    mask: str = "sep"
-    init: str = "sep"
+    mask: str = "auto"
+    init: str = "auto"
+    sky: str = "flat"
     survey: str | None = None
     band: str | None = None
     psf: str | None = None
     zeropoint: float | None = None
     pixel_scale: float | None = None
     gain: float | None = None
+    saturation: float | None = None
     method: str = "lm"
     errors: str = "covariance"
     device: str | None = None
@@ -64,6 +93,11 @@ class RunConfig:
     progress: bool = True
     detect_thresh: float = 1.5
     dilate: int = 2
+    zoo: str | None = None
+    weights: tuple = ()
+    strict: bool = False
+    rank: int = 0
+    world_size: int = 1
 
     def __post_init__(self):
         if self.workers < 0:
@@ -89,6 +123,19 @@ class RunConfig:
             raise ValueError(f"detect_thresh must be > 0 sigma, got {self.detect_thresh}")
         if self.dilate < 0:
             raise ValueError(f"dilate must be >= 0 px, got {self.dilate}")
+        if self.sky not in SKY_MODES:
+            raise ValueError(f"sky must be one of {', '.join(SKY_MODES)}, got {self.sky!r}")
+        if self.saturation is not None and not np.isfinite(self.saturation):
+            raise ValueError(f"saturation must be finite, got {self.saturation}")
+        if self.zeropoint is not None and not np.isfinite(self.zeropoint):
+            raise ValueError(f"zeropoint must be finite, got {self.zeropoint}")
+        if self.pixel_scale is not None and not np.isfinite(self.pixel_scale):
+            raise ValueError(f"pixel_scale must be finite, got {self.pixel_scale}")
+        if int(self.world_size) < 1 or not 0 <= int(self.rank) < int(self.world_size):
+            raise ValueError(f"need 0 <= rank < world_size, got rank {self.rank}, "
+                             f"world_size {self.world_size}")
+        self.weights = tuple(self.weights or ())
+        parse_weights(self.weights)
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite exclude each other")
 
@@ -101,7 +148,33 @@ class RunConfig:
         return asdict(self)
 
     def result_settings(self) -> dict:
-        return {k: getattr(self, k) for k in RESULT_KEYS}
+        return {k: (list(v) if isinstance(v := getattr(self, k), tuple) else v) for k in RESULT_KEYS}
+
+
+_STAGE_ALIASES = {"automask": "automask", "mask": "automask", "initnet": "initnet",
+                  "init": "initnet"}
+
+
+def parse_weights(weights) -> dict:
+    """``--weights`` values -> {stage: choice} plus ``"*"`` for a bare choice (any stage).
+
+    Each value is ``NAME``, ``FILE`` or ``STAGE=NAME|FILE`` with STAGE one of automask, mask,
+    initnet, init.  Raises ``ValueError`` for an unknown stage or a stage given twice."""
+    out = {}
+    for w in weights or ():
+        w = str(w)
+        stage, sep, choice = w.partition("=")
+        if sep and stage.lower() in _STAGE_ALIASES:
+            key = _STAGE_ALIASES[stage.lower()]
+        elif sep and not os.path.exists(w):
+            raise ValueError(f"--weights {w!r}: unknown stage {stage!r}; use automask=... or "
+                             "initnet=...")
+        else:
+            key, choice = "*", w
+        if key in out:
+            raise ValueError(f"--weights: two choices for {key if key != '*' else 'every stage'}")
+        out[key] = choice
+    return out
 
 
 def survey_defaults(survey: str | None, band: str | None, psf_dir) -> dict:

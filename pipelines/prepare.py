@@ -1,116 +1,286 @@
-"""Everything the pipeline does to one galaxy before the fit, run inside DataLoader workers:
-noise estimation where no sigma map was given, the masker, the initializer.
+"""Everything the pipeline does to one galaxy before the fit.
+
+In DataLoader workers (:class:`Preparer`, per cutout): the noise step (the sky measured, kept
+in ``cutout.meta["sky"]``; sigma estimated where no sigma map was given; with ``--sky
+subtract`` the measured level removed from the image), then the per-cutout masker and
+initializer (sep).  In the main process (:class:`BatchStages`, per chunk): the batched
+(learned) masker and initializer, on the torch device, after the workers' steps.
 
 A stage that fails on one galaxy never stops it: a failing masker leaves the user's mask
-(``MASK_FAILED``), a failing initializer leaves a generic start (``INIT_FALLBACK``), and the
-reason goes to the ``message`` column.  Only an unusable cutout (e.g. an empty image) becomes a
+(``MASK_FAILED``), a failing initializer leaves a generic start (``INIT_FALLBACK``); a failing
+batched stage falls back to sep for its chunk with the same flags; the reason goes to the
+``message`` column.  Only an unusable cutout (e.g. no sky measurable) becomes a
 :class:`~galmoss_auto.fitting.dataset.CutoutFailure`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from galmoss_auto.automask.detect import estimate_sky
+from galmoss_auto.automask.base import MaskResult, is_batched
 from galmoss_auto.fitting.cutout import Cutout, CutoutError
 from galmoss_auto.fitting.dataset import CutoutFailure
 from galmoss_auto.fitting.flags import Flag
+from galmoss_auto.fitting.noise import complete_noise, estimate_sigma
 from galmoss_auto.initnet.base import InitResult, fallback_guess
 
-__all__ = ["Prepared", "Preparer", "estimate_sigma"]
-
-
-def estimate_sigma(cutout: Cutout, gain: float | None) -> tuple[np.ndarray, dict]:
-    """1-sigma map from the image: the sky RMS measured off the sources, plus Poisson noise
-    of the sky-subtracted signal ``max(image - sky, 0) / gain`` when ``gain`` (e-/image unit,
-    > 0) is known.  Returns the map and ``sky_level`` / ``sky_rms`` columns."""
-    if gain is not None and not gain > 0:
-        raise CutoutError(f"{cutout.source}: gain must be > 0 e-/unit, got {gain}")
-    sky = estimate_sky(cutout.image, cutout.mask)
-    cutout.meta["sky"] = sky          # the sep masker reuses it instead of measuring again
-    var = np.full(cutout.image.shape, sky.rms ** 2)
-    if gain is not None:
-        var = var + np.clip(cutout.image - sky.level, 0.0, None) / gain
-    return np.sqrt(var), {"sky_level": sky.level, "sky_rms": sky.rms}
+__all__ = ["Prepared", "Preparer", "BatchStages", "estimate_sigma", "psf_fwhm_px"]
 
 
 @dataclass
 class Prepared:
     """A galaxy ready to fit: the cutout (mask = input mask OR masker's), the masker's own
-    mask, the initial guess, pipeline flags, ``columns`` for the catalog, stage timings (s)."""
+    mask, the initial guess, pipeline flags, ``columns`` for the catalog, stage timings (s),
+    the neighbours to fit with it, and the stages still to run in the main process
+    (``pending``: ``"mask"`` and/or ``"init"``)."""
 
     cutout: Cutout
     auto_mask: np.ndarray
-    init: InitResult
+    init: InitResult | None
     flags: int = 0
     columns: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    neighbours: list = field(default_factory=list)
+    pending: set = field(default_factory=set)
+    messages: list = field(default_factory=list)
 
     @property
     def id(self) -> str:
         return self.cutout.id
 
+    def finish(self) -> "Prepared":
+        self.columns["message"] = "; ".join(m for m in self.messages if m)
+        return self
+
+
+def _name(stage) -> str:
+    return str(getattr(stage, "name", type(stage).__name__))
+
+
+def apply_mask(g: Prepared, res: MaskResult, name: str) -> None:
+    """OR a masker's result into ``g`` (its cutout's mask, flags, columns, neighbours)."""
+    cut = g.cutout
+    auto = np.asarray(res.mask, bool) & ~cut.mask
+    g.auto_mask = auto
+    cut.mask = cut.mask | auto
+    g.flags |= int(res.flags)
+    # the noise step's sky columns stand (with --sky subtract the masker sees a zero level)
+    g.columns |= {k: v for k, v in res.columns.items() if k not in ("sky_level", "sky_rms")}
+    g.columns["mask_method"] = res.method or name
+    g.neighbours = list(res.neighbours or [])
+
+
+def run_masker(g: Prepared, masker):
+    """Per-cutout masker on ``g``; returns its sep detection (or None).  Never raises."""
+    try:
+        res = masker(g.cutout)
+    except Exception as exc:  # a masker bug or sep failure costs this galaxy its auto-mask only
+        g.flags |= int(Flag.MASK_FAILED)
+        g.columns["mask_method"] = "none"
+        g.messages.append(f"masker {_name(masker)} failed: {type(exc).__name__}: {exc}")
+        return None
+    apply_mask(g, res, _name(masker))
+    return res.detection
+
+
+def run_initializer(g: Prepared, initializer, detection=None) -> None:
+    """Per-cutout initializer on ``g`` (generic start + INIT_FALLBACK if it raises)."""
+    try:
+        init = initializer(g.cutout, detection)
+    except Exception as exc:  # same rule for the initializer: fall back, flag, say why
+        init = InitResult(fallback_guess(g.cutout), int(Flag.INIT_FALLBACK),
+                          {"init_method": "fallback"})
+        g.messages.append(f"initializer {_name(initializer)} failed: {type(exc).__name__}: {exc}")
+    set_init(g, init, _name(initializer))
+
+
+def set_init(g: Prepared, init: InitResult, name: str) -> None:
+    g.init = init
+    g.flags |= int(init.flags)
+    g.columns |= dict(init.columns)
+    g.columns.setdefault("init_method", name)
+
 
 class Preparer:
-    """Picklable per-galaxy transform: ``preparer(cutout) -> Prepared | CutoutFailure``."""
+    """Picklable per-galaxy transform run in the workers: ``preparer(cutout) -> Prepared |
+    CutoutFailure``.  ``masker`` / ``initializer``: the run's stages; a batched one is left for
+    :class:`BatchStages` (``Prepared.pending``), and a per-cutout initializer then waits too,
+    since it must see the batched masker's mask.  ``sky``: the run's ``--sky`` mode."""
 
-    def __init__(self, masker, initializer):
+    def __init__(self, masker, initializer, sky: str = "flat"):
         self.masker = masker
         self.initializer = initializer
+        self.sky = sky
 
     def __call__(self, cutout: Cutout):
         timings = dict(cutout.meta.get("timings", {}))
-        flags = int(cutout.flags)
-        messages = []
-        columns = {"sigma_estimated": False}
-        good = cutout.image[~cutout.mask]
-        if good.size and np.ptp(good) == 0:
-            return CutoutFailure(cutout.id, f"{cutout.source}: empty cutout (every unmasked pixel "
-                                 f"equals {good.flat[0]:g})", cutout.source, timings)
-        if cutout.n_bad_pixels:
-            flags |= Flag.AUTO_MASKED_PIXELS
-
         t0 = time.perf_counter()
-        if cutout.sigma is None:
-            try:
-                cutout.sigma, sky_cols = estimate_sigma(cutout, cutout.meta.get("gain"))
-            except (CutoutError, ValueError) as exc:
-                return CutoutFailure(cutout.id, f"{cutout.source}: cannot estimate sigma: {exc}",
-                                     cutout.source, timings)
-            columns |= sky_cols | {"sigma_estimated": True}
-            flags |= Flag.SIGMA_ESTIMATED
+        try:
+            columns = complete_noise(cutout)
+        except (CutoutError, ValueError) as exc:
+            return CutoutFailure(cutout.id, f"{cutout.source}: cannot measure the noise: {exc}"
+                                 if not str(exc).startswith(cutout.source) else str(exc),
+                                 cutout.source, timings)
+        if self.sky == "subtract":
+            sky = cutout.meta["sky"]
+            cutout.image = np.where(cutout.mask, 0.0, cutout.image - sky.level)
+            cutout.meta["sky_subtracted"] = float(sky.level)
+            cutout.meta["sky"] = replace(sky, level=0.0)
         timings["sigma"] = time.perf_counter() - t0
-
+        flags = int(cutout.flags)
+        if cutout.n_bad_pixels:
+            flags |= int(Flag.AUTO_MASKED_PIXELS)
+        src = cutout.meta.get("sources", {})
+        columns |= {"psf_source": src.get("psf", "none"), "sigma_source": src.get("sigma", "none"),
+                    "zeropoint_source": src.get("zeropoint", "none"),
+                    "pixel_scale_source": src.get("pixel_scale", "none"),
+                    "n_saturated": int(cutout.meta.get("n_saturated", 0))}
+        g = Prepared(cutout=cutout, auto_mask=np.zeros(cutout.image.shape, bool), init=None,
+                     flags=flags, columns=columns, timings=timings)
+        sky = cutout.meta["sky"]
+        if self.sky == "none" and sky.rms > 0 and abs(sky.level) > 5.0 * sky.rms:
+            # --sky none trusts the image to be sky-subtracted; say so when it visibly is not
+            g.messages.append(f"--sky none but the measured background is "
+                              f"{sky.level / sky.rms:.1f} sigma from 0 (use --sky flat)")
+        if cutout.flags & Flag.NO_ZEROPOINT:
+            g.messages.append("no zero-point in the row, header, options or survey: magnitudes "
+                              "use zero-point 0")
         t0 = time.perf_counter()
         detection = None
-        auto = np.zeros(cutout.image.shape, bool)
-        try:
-            res = self.masker(cutout)
-            auto, detection = res.mask & ~cutout.mask, res.detection
-            flags |= res.flags
-            columns |= res.columns
-        except Exception as exc:  # a masker bug or sep failure costs this galaxy its auto-mask only
-            flags |= Flag.MASK_FAILED
-            messages.append(f"masker {getattr(self.masker, 'name', '?')} failed: "
-                            f"{type(exc).__name__}: {exc}")
-        input_mask = cutout.mask
-        cutout.mask = input_mask | auto
+        if is_batched(self.masker):
+            g.pending.add("mask")
+        else:
+            detection = run_masker(g, self.masker)
         timings["mask"] = time.perf_counter() - t0
-
         t0 = time.perf_counter()
-        try:
-            init = self.initializer(cutout, detection)
-        except Exception as exc:  # same rule for the initializer: fall back, flag, say why
-            init = InitResult(fallback_guess(cutout), int(Flag.INIT_FALLBACK))
-            messages.append(f"initializer {getattr(self.initializer, 'name', '?')} failed: "
-                            f"{type(exc).__name__}: {exc}")
-        flags |= init.flags
-        columns |= init.columns
+        if is_batched(self.masker) or is_batched(self.initializer):
+            g.pending.add("init")
+        else:
+            run_initializer(g, self.initializer, detection)
         timings["init"] = time.perf_counter() - t0
-        columns["message"] = "; ".join(messages)
         # The detection holds full-size arrays; dropping it keeps worker->main transfers small.
-        return Prepared(cutout=cutout, auto_mask=auto, init=init, flags=int(flags),
-                        columns=columns, timings=timings)
+        return g.finish()
+
+
+def psf_fwhm_px(psf: np.ndarray | None) -> float | None:
+    """FWHM (px) of a PSF image: the diameter of the circle whose area equals that of the
+    pixels above half the peak, ``2 sqrt(N / pi)``.  Unlike a second-moment width it ignores
+    the wings (a Moffat's inflate its second moment).  None without a PSF."""
+    if psf is None:
+        return None
+    p = np.asarray(psf, float)
+    peak = float(p.max())
+    if not peak > 0:
+        return None
+    n = int(np.count_nonzero(p >= 0.5 * peak))
+    return float(2.0 * np.sqrt(n / np.pi))
+
+
+class BatchStages:
+    """The main-process part of preparation, per chunk: the batched masker, then the
+    initializer for every galaxy still waiting for one.
+
+    ``masker``, ``initializer``: the run's stages.  ``sep_masker``, ``sep_initializer``: the
+    fall-backs.  ``checks``: {"mask"|"init": callable(cutout) -> list of problems} (a
+    checkpoint's training range against the cutout); ``strict``: a cutout with problems uses
+    sep (WEIGHTS_MISMATCH plus a message), else the learned stage runs and the row is flagged
+    WEIGHTS_MISMATCH.  ``warn``: callable(message), told once per kind of problem.
+    """
+
+    def __init__(self, masker, initializer, sep_masker, sep_initializer, checks=None,
+                 strict: bool = False, warn=None):
+        self.masker, self.initializer = masker, initializer
+        self.sep_masker, self.sep_initializer = sep_masker, sep_initializer
+        self.checks = checks or {}
+        self.strict = strict
+        self.warn = warn or (lambda msg: None)
+        self._warned = set()
+
+    def _gate(self, stage: str, items: list[Prepared]) -> list[Prepared]:
+        """Items the learned ``stage`` may run on (the others are flagged / diverted)."""
+        check = self.checks.get(stage)
+        if check is None:
+            return items
+        ok = []
+        for g in items:
+            problems = check(g.cutout)
+            if not problems:
+                ok.append(g)
+                continue
+            g.flags |= int(Flag.WEIGHTS_MISMATCH)
+            text = "; ".join(problems)
+            if text not in self._warned:
+                self._warned.add(text)
+                self.warn(f"{stage} checkpoint: {text}"
+                          + (" (refused under --strict: sep used)" if self.strict else ""))
+            if self.strict:
+                g.messages.append(f"{stage} checkpoint refused (--strict): {text}")
+            else:
+                g.messages.append(f"{stage} checkpoint outside its training range: {text}")
+                ok.append(g)
+        return ok
+
+    def __call__(self, items: list, device) -> None:
+        prepared = [g for g in items if isinstance(g, Prepared)]
+        timings = {"mask": 0.0, "init": 0.0}
+        t0 = time.perf_counter()
+        want = [g for g in prepared if "mask" in g.pending]
+        detections = {}
+        if want:
+            learned = self._gate("mask", want)
+            chosen = {id(g) for g in learned}
+            for g in want:
+                if id(g) not in chosen:
+                    detections[id(g)] = run_masker(g, self.sep_masker)
+            if learned:
+                try:
+                    results = self.masker.mask_batch([g.cutout for g in learned], device)
+                    if len(results) != len(learned):
+                        raise RuntimeError(f"returned {len(results)} results for "
+                                           f"{len(learned)} cutouts")
+                    for g, res in zip(learned, results):
+                        apply_mask(g, res, _name(self.masker))
+                except Exception as exc:  # the chunk falls back to sep, flagged, with the reason
+                    for g in learned:
+                        g.flags |= int(Flag.MASK_FAILED)
+                        g.messages.append(f"masker {_name(self.masker)} failed, sep used: "
+                                          f"{type(exc).__name__}: {exc}")
+                        detections[id(g)] = run_masker(g, self.sep_masker)
+            for g in want:
+                g.pending.discard("mask")
+        timings["mask"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        want = [g for g in prepared if "init" in g.pending]
+        if want:
+            if is_batched(self.initializer):
+                learned = self._gate("init", want)
+                chosen = {id(g) for g in learned}
+                for g in want:
+                    if id(g) not in chosen:
+                        run_initializer(g, self.sep_initializer, detections.get(id(g)))
+                if learned:
+                    try:
+                        results = self.initializer.init_batch([g.cutout for g in learned], device)
+                        if len(results) != len(learned):
+                            raise RuntimeError(f"returned {len(results)} results for "
+                                               f"{len(learned)} cutouts")
+                        for g, init in zip(learned, results):
+                            set_init(g, init, _name(self.initializer))
+                    except Exception as exc:
+                        for g in learned:
+                            g.messages.append(f"initializer {_name(self.initializer)} failed, sep "
+                                              f"used: {type(exc).__name__}: {exc}")
+                            run_initializer(g, self.sep_initializer, detections.get(id(g)))
+                            g.flags |= int(Flag.INIT_FALLBACK)
+            else:
+                for g in want:
+                    run_initializer(g, self.initializer, detections.get(id(g)))
+            for g in want:
+                g.pending.discard("init")
+        timings["init"] = time.perf_counter() - t0
+        for g in prepared:
+            g.finish()
+        return timings

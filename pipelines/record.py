@@ -18,7 +18,7 @@ import numpy as np
 
 from galmoss_auto.fitting.flags import Flag
 
-__all__ = ["package_versions", "flag_counts", "write_record"]
+__all__ = ["package_versions", "flag_counts", "catalog_counts", "write_record"]
 
 _PACKAGES = ("galmoss-auto", "torch", "numpy", "astropy", "sep", "scipy", "galsim")
 
@@ -49,6 +49,21 @@ def flag_counts(flags) -> dict:
     out = {k: v for k, v in out.items() if v}
     out["any"] = int(np.count_nonzero(flags))
     return out
+
+
+def catalog_counts(catalog, processed: int, resumed: int) -> dict:
+    """``run.json``'s ``counts``: galaxies, how many were processed now or read back from shards,
+    how many were fitted, the flag counts and, per row, which mask/init method ran."""
+    flags = np.asarray(catalog["flags"], np.int64)
+    counts = {"galaxies": len(catalog), "processed_this_session": int(processed),
+              "resumed_from_shards": int(resumed),
+              "fitted": int(np.count_nonzero((flags & int(Flag.BAD_INPUT | Flag.FIT_FAILED)) == 0)),
+              "flags": flag_counts(flags)}
+    for col in ("mask_method", "init_method"):
+        if col in catalog.colnames:
+            values, n = np.unique(np.asarray(catalog[col]).astype(str), return_counts=True)
+            counts[col] = {str(v): int(k) for v, k in zip(values, n) if v}
+    return counts
 
 
 def _jsonable(obj):

@@ -108,3 +108,44 @@ def test_panel_png_written(tmp_path, rng):
     # a failed fit (NaN model) still gives a panel
     nan = dict(images, model=np.full_like(images["model"], np.nan))
     assert plot_panel(tmp_path / "c.png", nan).stat().st_size > 10_000
+
+
+def test_fit_and_run_write_the_same_block(tmp_path):
+    """`galmoss-auto fit --blocks` and `galmoss-auto run --blocks` share one writer: the same
+    HDUs and the same header keywords for the same model (issue 9, item 7)."""
+    from galmoss_auto.fitting.cli_fit import main as fit_main
+    from galmoss_auto.pipelines.config import RunConfig
+    from galmoss_auto.pipelines.run import run
+
+    rng = np.random.default_rng(4)
+    n = 41
+    rows, cols = np.indices((n, n))
+    r2 = ((cols + 1 - 21.3) ** 2 + ((rows + 1 - 20.6) / 0.7) ** 2)
+    image = 400.0 * np.exp(-np.sqrt(r2) / 2.5) + 10.0 + rng.normal(0.0, 1.0, (n, n))
+    fits.PrimaryHDU(image.astype(np.float32)).writeto(tmp_path / "g1.fits")
+    fits.PrimaryHDU(np.ones((n, n), np.float32)).writeto(tmp_path / "g1_sigma.fits")
+    psf = np.exp(-np.add.outer((np.arange(11) - 5.0) ** 2, (np.arange(11) - 5.0) ** 2) / 4.0)
+    fits.PrimaryHDU((psf / psf.sum()).astype(np.float32)).writeto(tmp_path / "psf.fits")
+    Table({"id": ["g1"], "image": [str(tmp_path / "g1.fits")], "sigma": [str(tmp_path / "g1_sigma.fits")],
+           "psf": [str(tmp_path / "psf.fits")], "zeropoint": [25.0], "pixel_scale": [0.2]}
+          ).write(tmp_path / "manifest.ecsv")
+
+    run(RunConfig(input=str(tmp_path / "manifest.ecsv"), out=str(tmp_path / "run"), mask="sep", init="sep",
+                  blocks=True, workers=0, progress=False))
+    with fits.open(tmp_path / "run" / "blocks" / "g1.fits") as hdul:
+        run_names = [h.name for h in hdul]
+        run_keys = [sorted(h.header) for h in hdul]
+        h = hdul["MODEL"].header
+        comps = [(h[f"COMP_{k}"], h[f"{k}_TYPE"]) for k in range(1, len(run_names) - 4)]
+    assert comps[0] == ("sersic", "sersic")
+
+    # the same model for `fit`, written out from the run's own block
+    lines = "\n".join(f"  - {{name: {name}, type: {kind}}}" for name, kind in comps)
+    (tmp_path / "model.yaml").write_text("components:\n" + lines + "\n")
+    assert fit_main(["--manifest", str(tmp_path / "manifest.ecsv"), "--model", str(tmp_path / "model.yaml"),
+                     "--out", str(tmp_path / "fit"), "--blocks"]) == 0
+    with fits.open(tmp_path / "fit" / "blocks" / "g1.fits") as hdul:
+        assert [h.name for h in hdul] == run_names
+        assert [sorted(h.header) for h in hdul] == run_keys
+        assert run_names[:5] == ["PRIMARY", "DATA", "MODEL", "RESIDUAL", "MASK"]
+        assert "1_MAG" in hdul["MODEL"].header and "CHI2NU" in hdul["MODEL"].header

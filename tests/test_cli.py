@@ -13,7 +13,8 @@ def test_subcommands_registered(capsys):
     for name in ("run", "demo", "simulate", "fit"):
         assert name in out
     args = build_parser().parse_args(["run", "cutouts/", "--out", "o", "--mask", "none", "--workers", "0"])
-    assert (args.input, args.out, args.mask, args.init, args.workers) == ("cutouts/", "o", "none", "sep", 0)
+    assert (args.input, args.out, args.mask, args.init, args.workers) == ("cutouts/", "o", "none", "auto", 0)
+    assert (args.sky, args.weights, args.strict, args.zoo) == ("flat", [], False, None)
 
 
 def test_run_bad_input_names_it_and_leaves_no_output(tmp_path, capsys):

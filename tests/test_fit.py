@@ -243,7 +243,7 @@ def test_one_failing_galaxy_does_not_stop_the_others(clean, monkeypatch):
 
     def flaky(cutouts, cols, opts):
         if any(c.id == "2" for c in cutouts):
-            raise RuntimeError("simulated failure")
+            raise torch.linalg.LinAlgError("simulated failure")
         return real(cutouts, cols, opts)
 
     monkeypatch.setattr(api, "_fit_batch", flaky)

@@ -50,11 +50,53 @@ def test_stall_at_moderate_damping_converges():
     assert not bool(converged) and int(n_iter) == 50
 
 
-def test_rejected_steps_alone_are_not_a_stall():
+def test_rejected_steps_alone_are_not_a_stall_nor_convergence():
     # every trial is worse: λ climbs by 10 per step until it passes lambda_max (1e-3 -> 1e7 in
-    # 11 steps); a window of rejections must not end the fit earlier
-    _, chi2, n_iter, converged, _ = _run(Scripted(lambda k, c: c + 1.0), max_iter=50)
-    assert bool(converged) and int(n_iter) == 11 and float(chi2) == pytest.approx(100.0)
+    # 11 steps); a window of rejections must not end the fit earlier, and a fit that never
+    # moved from its start is not converged (issue 9: it used to come out with flags 0)
+    free, chi2, n_iter, converged, _ = _run(Scripted(lambda k, c: c + 1.0), max_iter=50)
+    assert not bool(converged) and int(n_iter) == 11 and float(chi2) == pytest.approx(100.0)
+    assert float(free) == 0.0                     # still at the starting value
+
+
+def test_lambda_exhausted_after_progress_is_converged():
+    # two accepted steps, then nothing lowers χ²: λ runs out at a point the fit reached
+    def script(k, chi2):
+        return chi2 - 10.0 if k < 2 else chi2 + 1.0
+
+    _, chi2, _, converged, _ = _run(Scripted(script), max_iter=50)
+    assert bool(converged) and float(chi2) == pytest.approx(80.0)
+
+
+def test_start_at_the_minimum_converges_without_a_step():
+    # zero gradient at the start: the predicted gain is 0 < tol on the first (near Gauss-Newton)
+    # step, which is a genuine convergence test even though the trial is rejected
+    class AtMinimum(Scripted):
+        def jacobian(self, free, b, sub):
+            r, J = super().jacobian(free, b, sub)
+            return r, torch.zeros_like(J)
+
+    _, _, n_iter, converged, _ = _run(AtMinimum(lambda k, c: c + 1e-6), max_iter=50)
+    assert bool(converged) and int(n_iter) == 1
+
+
+def test_all_rejected_fit_is_flagged_not_converged(monkeypatch):
+    # through fit(): a problem whose renders never improve gets NOT_CONVERGED, not flags 0
+    import numpy as np
+
+    from galmoss_auto.fitting import Cutout, Flag, api, fit
+
+    rng = np.random.default_rng(0)
+    cut = Cutout("g", rng.normal(size=(24, 24)), sigma=np.ones((24, 24)), zeropoint=20.0)
+    real = api.FitProblem.residuals
+
+    def worse(self, free, b, sub):             # every trial render 1e3 worse than the start
+        r = real(self, free, b, sub)
+        return r + 1e3
+
+    monkeypatch.setattr(api.FitProblem, "residuals", worse)
+    row = fit([cut], {"sersic_x": [12.5], "sersic_y": [12.5], "sersic_mag": [15.0]}, errors="none")[0]
+    assert row["flags"] & Flag.NOT_CONVERGED
 
 
 class Rosenbrock:

@@ -2,6 +2,7 @@
 preparation (sigma estimation, empty cutouts), shards and resume bookkeeping, progress."""
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,8 +36,11 @@ def test_manifest_relative_paths_defaults_and_errors(tmp_path, galaxy_image):
     recs = read_inputs(tmp_path / "m.csv", {"zeropoint": 30.0, "psf": str(tmp_path / "psf.fits")})
     assert [r["id"] for r in recs] == ["a", "b"]
     assert recs[0]["image"] == str(tmp_path / "img" / "a.fits")
-    assert [r["zeropoint"] for r in recs] == [25.0, 30.0]        # the row wins, else the default
-    assert recs[1]["psf"].endswith("psf.fits")
+    from galmoss_auto.fitting.cutout import read_record
+    cuts = [read_record(r) for r in recs]
+    assert [c.zeropoint for c in cuts] == [25.0, 30.0]          # the row wins, else the default
+    assert [c.meta["sources"]["zeropoint"] for c in cuts] == ["manifest", "option"]
+    assert cuts[1].psf is not None and cuts[1].meta["sources"]["psf"] == "option"
 
     Table({"id": ["a", "a"], "image": ["img/a.fits", "img/b.fits"]}).write(tmp_path / "dup.ecsv")
     with pytest.raises(InputError, match=r"dup\.ecsv: ids must be unique.*'a'"):
@@ -86,8 +90,10 @@ def test_prepare_estimates_sigma_and_rejects_empty(galaxy_image):
     assert out.flags & Flag.SIGMA_ESTIMATED and out.columns["sigma_estimated"]
     assert np.median(out.cutout.sigma) == pytest.approx(0.5, rel=0.1)   # the true noise is 0.5
     assert set(out.timings) >= {"sigma", "mask", "init"}
-    empty = prep(Cutout(id="e", image=np.zeros((30, 30)), source="e.fits"))
-    assert isinstance(empty, CutoutFailure) and "e.fits: empty cutout" in empty.message
+    # the one reader refuses an empty cutout (for fit and run alike)
+    from galmoss_auto.fitting.cutout import CutoutError, read_record
+    with pytest.raises(CutoutError, match="e: empty cutout"):
+        read_record({"id": "e", "image": np.zeros((30, 30))})
     # Poisson term: with a gain the sigma map is larger on the galaxy than on the sky.
     from galmoss_auto.pipelines.prepare import estimate_sigma
     sig, _ = estimate_sigma(Cutout(id="g", image=galaxy_image), gain=1.0)
@@ -152,3 +158,14 @@ def test_catalog_initializer_overrides_sep(tmp_path, galaxy_image):
     assert other.flags & Flag.INIT_FALLBACK and not other.columns["init_from_catalog"]
     with pytest.raises(ValueError, match="unknown initializer 'nope'"):
         get_initializer("nope")
+
+
+def test_run_survey_toml_resolves_under_its_preset_name(tmp_path):
+    """``run --survey FILE.toml`` looks checkpoints up under the file's ``name`` (what ``train``
+    registers them as), not under the path."""
+    from galmoss_auto.pipelines import run
+    src = Path(run.__file__).resolve().parents[1] / "data_scripts" / "surveys" / "sdss.toml"
+    toml = tmp_path / "mysurvey.toml"
+    toml.write_text(src.read_text().replace('name = "sdss"', 'name = "mysurvey"'))
+    assert run._survey_name(str(toml)) == "mysurvey"
+    assert run._survey_name("legacy") == "legacy" and run._survey_name(None) is None

@@ -1,0 +1,197 @@
+"""The background and the noise of one cutout, measured from its pixels.
+
+Used by ``fit`` and ``run`` alike (one rule for both):
+
+* :func:`estimate_sky`: sky level and per-pixel RMS (image units) on the pixels outside all
+  sources (sep detection, segments grown by 2 px), robust to a galaxy filling much of the cutout;
+* :func:`estimate_sigma`: a 1-sigma map from the sky RMS, plus Poisson noise of the
+  sky-subtracted signal when the gain is known;
+* :func:`complete_noise`: what a reader calls on a fresh cutout: measure the sky (kept in
+  ``cutout.meta["sky"]``, the start of a fitted sky and what the masker / initializer subtract
+  for detection) and estimate sigma where none was given (Flag.SIGMA_ESTIMATED).
+
+sep's errors on crowded cutouts (object-buffer or pixel-stack overflow) are retried with larger
+limits by :func:`sep_extract`; if they persist the sky comes from clipped statistics alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .flags import Flag
+
+__all__ = ["SkyEstimate", "estimate_sky", "estimate_sigma", "complete_noise", "sep_extract",
+           "SepOverflow", "robust_stats", "grow"]
+
+
+@dataclass
+class SkyEstimate:
+    """Sky level and per-pixel RMS (image units), measured on ``n_pixels`` pixels outside all
+    sources.  ``method``: ``"sep"`` (sources detected and excluded) or ``"clipped"`` (sigma
+    clipping only, when detection failed)."""
+
+    level: float
+    rms: float
+    n_pixels: int
+    method: str = "sep"
+
+
+class SepOverflow(RuntimeError):
+    """sep could not extract a cutout even with enlarged limits (a very crowded field)."""
+
+
+def as_sep_array(a) -> np.ndarray:
+    """C-contiguous, native-endian float64 copy (sep rejects FITS's big-endian views)."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+
+
+def robust_stats(values: np.ndarray, rounds: int = 3) -> tuple[float, float]:
+    """Median and 1.4826 * MAD after ``rounds`` rounds of 3-sigma clipping."""
+    v = values
+    med, rms = float(np.median(v)), float(1.4826 * np.median(np.abs(v - np.median(v))))
+    for _ in range(rounds):
+        if rms <= 0:
+            break
+        keep = np.abs(v - med) < 3.0 * rms
+        if keep.sum() < 10:
+            break
+        v = v[keep]
+        med = float(np.median(v))
+        rms = float(1.4826 * np.median(np.abs(v - med)))
+    return med, rms
+
+
+def grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary dilation of ``mask`` by a disk of ``radius`` pixels (>= 0)."""
+    if radius < 0:
+        raise ValueError(f"dilation radius must be >= 0, got {radius}")
+    mask = np.asarray(mask, bool)
+    if radius == 0 or not mask.any():
+        return mask.copy()
+    h, w = mask.shape
+    out = np.zeros((h + 2 * radius, w + 2 * radius), bool)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dx * dx + dy * dy <= radius * radius:
+                out[radius + dy:radius + dy + h, radius + dx:radius + dx + w] |= mask
+    return out[radius:radius + h, radius:radius + w]
+
+
+#: sub-object (deblending) limit of the retry (sep's default is 1024).
+RETRY_SUB_OBJECTS = 16384
+_OVERFLOW_WORDS = ("overflow", "object buffer", "pixel stack", "pixstack", "deblend",
+                   "sub_object", "sub-object")
+
+
+def sep_extract(data, thresh, **kwargs):
+    """``sep.extract`` that survives crowded cutouts.
+
+    The active-pixel stack is first made as large as the image (it cannot then overflow).  An
+    overflow of the object or deblending buffers is retried with the sub-object limit raised to
+    :data:`RETRY_SUB_OBJECTS` and a 4x pixel stack, then also with deblending off (``deblend_cont = 1``: blended objects stay one segment); a
+    further failure raises :class:`SepOverflow` (callers flag and fall back).  Other sep
+    errors propagate unchanged.
+    """
+    import sep
+    n = int(np.size(data))
+    if n > sep.get_extract_pixstack():
+        sep.set_extract_pixstack(n)
+    # (sub-object limit, pixel stack, extra keywords) per attempt; limits are raised for one
+    # attempt and restored afterwards (they are process-wide, and huge ones make sep crash)
+    attempts = [(None, None, {}), (RETRY_SUB_OBJECTS, 4 * n, {}),
+                (RETRY_SUB_OBJECTS, 4 * n, {"deblend_cont": 1.0})]
+    last = None
+    for limit, stack, extra in attempts:
+        old_limit, old_stack = sep.get_sub_object_limit(), sep.get_extract_pixstack()
+        try:
+            if limit is not None and limit > old_limit:
+                sep.set_sub_object_limit(int(limit))
+            if stack is not None and stack > old_stack:
+                sep.set_extract_pixstack(int(stack))
+            return sep.extract(data, thresh, **(kwargs | extra))
+        except Exception as exc:  # sep raises a bare Exception for its buffer overflows
+            if not any(w in str(exc).lower() for w in _OVERFLOW_WORDS):
+                raise
+            last = exc
+        finally:
+            sep.set_sub_object_limit(int(old_limit))
+            sep.set_extract_pixstack(int(old_stack))
+    raise SepOverflow(f"sep overflow persisted with enlarged limits and no deblending: {last}")
+
+
+def estimate_sky(image: np.ndarray, bad: np.ndarray, thresh: float = 1.5) -> SkyEstimate:
+    """Sky level and RMS of a cutout dominated by one galaxy.
+
+    A first robust estimate over all good pixels sets a threshold; sources detected by sep
+    above it (segments grown by 2 pixels) are excluded and the statistics recomputed.  sep's own
+    mesh background would be biased by a galaxy that fills much of a small cutout.  When sep
+    cannot extract the cutout (:class:`SepOverflow`), 3-sigma-clipped statistics are returned
+    (``method="clipped"``).  Raises ``ValueError`` when fewer than 10 good pixels remain.
+    """
+    data = as_sep_array(image)
+    bad = np.asarray(bad, bool)
+    good = data[~bad]
+    if good.size < 10:
+        raise ValueError(f"only {good.size} good pixels; at least 10 are needed to estimate the sky")
+    level, rms = robust_stats(good, rounds=1)      # only sets the detection threshold
+    if not rms > 0:
+        rms = float(np.std(good)) or 1.0
+    try:
+        _, seg = sep_extract(data - level, thresh, err=rms, mask=bad, minarea=5,
+                             segmentation_map=True)
+    except SepOverflow:
+        level, rms2 = robust_stats(good)
+        return SkyEstimate(level=level, rms=rms2 if rms2 > 0 else rms, n_pixels=int(good.size),
+                           method="clipped")
+    sources = grow(seg > 0, 2)
+    sky = data[~bad & ~sources]
+    if sky.size >= 10:
+        level, rms2 = robust_stats(sky)
+        if rms2 > 0:
+            rms = rms2
+    return SkyEstimate(level=level, rms=rms, n_pixels=int(sky.size))
+
+
+def estimate_sigma(cutout, gain: float | None = None, sky: SkyEstimate | None = None
+                   ) -> tuple[np.ndarray, dict]:
+    """1-sigma map from the image: the sky RMS measured off the sources, plus Poisson noise of
+    the sky-subtracted signal ``max(image - sky, 0) / gain`` when ``gain`` (e-/image unit, > 0)
+    is known.  Returns the map and ``sky_level`` / ``sky_rms`` columns (image units).  The sky
+    estimate is stored in ``cutout.meta["sky"]``."""
+    from .cutout import CutoutError
+    if gain is not None and not (gain > 0 and np.isfinite(gain)):
+        raise CutoutError(f"{cutout.source}: gain must be finite and > 0 e-/unit, got {gain}")
+    sky = sky or estimate_sky(cutout.image, cutout.mask)
+    cutout.meta["sky"] = sky
+    var = np.full(cutout.image.shape, sky.rms ** 2)
+    if gain is not None:
+        var = var + np.clip(cutout.image - sky.level, 0.0, None) / gain
+    return np.sqrt(var), {"sky_level": sky.level, "sky_rms": sky.rms}
+
+
+def complete_noise(cutout) -> dict:
+    """Measure the sky of ``cutout`` and estimate its sigma map when it has none (in place).
+
+    Sets ``cutout.meta["sky"]`` (a :class:`SkyEstimate`), and without a sigma map
+    ``cutout.sigma`` (from :func:`estimate_sigma` with ``cutout.meta["gain"]``),
+    ``Flag.SIGMA_ESTIMATED`` and ``cutout.meta["sources"]["sigma"] = "estimated"``.  Returns the
+    catalog columns ``sky_level``, ``sky_rms`` (image units) and ``sigma_estimated``.  Raises
+    :class:`~galmoss_auto.fitting.cutout.CutoutError` naming the file when neither can be
+    measured (e.g. fewer than 10 good pixels).
+    """
+    from .cutout import CutoutError
+    try:
+        sky = cutout.meta.get("sky") or estimate_sky(cutout.image, cutout.mask)
+    except ValueError as exc:
+        raise CutoutError(f"{cutout.source}: cannot measure the sky: {exc}") from None
+    cutout.meta["sky"] = sky
+    columns = {"sky_level": float(sky.level), "sky_rms": float(sky.rms), "sigma_estimated": False}
+    if cutout.sigma is None:
+        sigma, _ = estimate_sigma(cutout, cutout.meta.get("gain"), sky)
+        cutout.sigma = sigma
+        cutout.flags = int(cutout.flags) | int(Flag.SIGMA_ESTIMATED)
+        cutout.meta.setdefault("sources", {})["sigma"] = "estimated"
+        columns["sigma_estimated"] = True
+    return columns

@@ -1,0 +1,92 @@
+"""Tensor entry point to the one renderer: parameters as tensors in, model images out.
+
+:func:`render_batch` is what a network's physics-informed loss calls: the parameters are tensors
+(possibly carrying gradients), the PSFs are already on the device, and the result is the same
+model image the fitter computes (:func:`galmoss_auto.fitting.render.render` on a
+:class:`~galmoss_auto.fitting.render.Canvas` built exactly as
+:class:`~galmoss_auto.fitting.problem.FitProblem` builds it).  Nothing is re-implemented here.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from .profiles import BY_KIND
+from .profiles.base import Component
+from .render import Canvas, RenderConfig, psf_transfer, render
+
+__all__ = ["render_batch", "psf_margin"]
+
+#: the parameters render_batch needs for one elliptical component (natural units)
+SERSIC_KEYS = ("x", "y", "mag", "r_e", "n", "q", "pa")
+
+
+def psf_margin(psf_shape: tuple[int, int], oversampling: int = 1) -> tuple[int, int]:
+    """Canvas margin (pixels each side) for a PSF of ``psf_shape``: the fitter's rule."""
+    return tuple(-(-int(s) // int(oversampling)) // 2 + 1 for s in psf_shape)
+
+
+@lru_cache(maxsize=32)
+def _canvas(H: int, W: int, margin: tuple, config: RenderConfig, device: str) -> Canvas:
+    # Canvas construction builds DFT matrices; one per (size, PSF size, device) is enough.
+    return Canvas(H, W, margin, config, device, dtype=torch.float32)
+
+
+def _component(component) -> Component:
+    if isinstance(component, Component):
+        return component
+    cls = BY_KIND.get(str(component))
+    if cls is None:
+        raise ValueError(f"unknown component {component!r}; choose one of {sorted(BY_KIND)}")
+    return cls(str(component))
+
+
+def render_batch(params: dict, zeropoint: torch.Tensor, psf: torch.Tensor | None,
+                 shape: tuple[int, int], component="sersic", *, config: RenderConfig | None = None,
+                 psf_includes_pixel: bool = True) -> torch.Tensor:
+    """Model images (B, H, W), float32, differentiable in ``params``.
+
+    params : {name: Tensor (B,)} in the renderer's natural units: x, y 0-based pixel
+        coordinates (the centre of the first pixel is 0), mag, lengths (r_e) in pixels along
+        the major axis, n, q = b/a (> 0), pa in radians counter-clockwise from +y.
+    zeropoint : (B,) magnitude zero-points (mag = zp - 2.5 log10 flux).
+    psf : (B, h, w) unit-sum PSF images (the effective PSF, pixel included), centre pixel
+        (h // 2, w // 2); None renders without convolution (integrated over pixels).
+    shape : (H, W) of the images.
+    component : a profile kind (``"sersic"``, ``"expdisk"``, ``"devauc"``, ...) or a
+        :class:`~galmoss_auto.fitting.profiles.base.Component`.
+
+    Rendering runs in float32 with autocast disabled, so it is exact under mixed precision;
+    inputs of any float dtype are cast.  Raises ValueError on a missing parameter or a shape
+    mismatch.
+    """
+    comp = _component(component)
+    names = [s.name for s in comp.param_specs]
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"render_batch: component {comp.kind!r} needs parameters {missing}")
+    B = zeropoint.shape[0]
+    for n in names:
+        if params[n].shape != (B,):
+            raise ValueError(f"render_batch: parameter {n!r} has shape {tuple(params[n].shape)}, "
+                             f"expected ({B},)")
+    H, W = (int(s) for s in shape)
+    device = zeropoint.device
+    config = config or RenderConfig()
+    if psf is not None:
+        if psf.ndim != 3 or psf.shape[0] != B:
+            raise ValueError(f"render_batch: psf must be (B={B}, h, w), got {tuple(psf.shape)}")
+        margin = psf_margin(tuple(psf.shape[-2:]))
+    else:
+        margin = (0, 0)
+    canvas = _canvas(H, W, margin, config, str(device))
+    with torch.autocast(device_type=device.type, enabled=False):
+        kernel = None
+        if psf is not None:
+            # psf_transfer takes arrays; the PSF carries no gradient, so a host copy is exact.
+            kernel = psf_transfer(canvas, psf.detach().to("cpu", torch.float64).numpy(), 1,
+                                  psf_includes_pixel)
+        p = {comp.name: {n: params[n].to(torch.float32) for n in names}}
+        return render(canvas, [comp], p, zeropoint.to(torch.float32), kernel=kernel)

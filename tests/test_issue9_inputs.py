@@ -1,0 +1,169 @@
+"""Issue 9, items 2, 6 (saturation) and 7 (one reader): every input the fit depends on is found
+or refused, the catalog says where it came from, and ``fit`` and ``run`` treat the same bad
+cutout the same."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from galmoss_auto.fitting.cutout import CutoutError, read_record
+from galmoss_auto.fitting.flags import Flag
+
+
+def _galaxy(n=40, amp=50.0, seed=0, sky=0.0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:n, 0:n]
+    r2 = (xx - (n - 1) / 2) ** 2 + (yy - (n - 1) / 2) ** 2
+    return (amp * np.exp(-r2 / 18.0) + sky + rng.normal(0, 0.5, (n, n))).astype(np.float32)
+
+
+def _psf():
+    yy, xx = np.mgrid[0:9, 0:9]
+    return np.exp(-((xx - 4) ** 2 + (yy - 4) ** 2) / 3.0)
+
+
+def _run(inp, out, **kw):
+    from galmoss_auto.pipelines.config import RunConfig
+    from galmoss_auto.pipelines.run import run
+    import io
+    opts = dict(workers=0, progress=False, mask="sep", init="sep", errors="none") | kw
+    run(RunConfig(input=str(inp), out=str(out), **opts), stream=io.StringIO())
+    return {str(r["id"]): r for r in Table.read(out / "catalog.fits", mask_invalid=False)}
+
+
+def test_extensions_and_header_come_first(tmp_path):
+    """A directory of multi-extension cutouts (image + SIGMA + PSF + MASK, MAGZP, PIXSCALE,
+    SATURATE in the header): all used, and the catalog says so; --zeropoint is only a default."""
+    d = tmp_path / "cutouts"
+    d.mkdir()
+    img = _galaxy()
+    img[5, 5] = 1e5                                     # a saturated pixel
+    primary = fits.PrimaryHDU(img)
+    primary.header.update(MAGZP=27.0, PIXSCALE=0.4, SATURATE=1000.0)
+    mask = np.zeros(img.shape, np.uint8)
+    mask[0, :4] = 1
+    fits.HDUList([primary, fits.ImageHDU(np.full(img.shape, 0.5, np.float32), name="SIGMA"),
+                  fits.ImageHDU(_psf(), name="PSF"), fits.ImageHDU(mask, name="MASK")]
+                 ).writeto(d / "g1.fits")
+    fits.PrimaryHDU(_galaxy(seed=1)).writeto(d / "g2.fits")     # nothing but the image
+    cat = _run(d, tmp_path / "out", zeropoint=25.0)
+    g1, g2 = cat["g1"], cat["g2"]
+    assert (g1["psf_source"], g1["sigma_source"], g1["zeropoint_source"]) == ("extension", "extension", "header")
+    assert g1["pixel_scale_source"] == "header" and np.isfinite(g1["sersic_r_e_arcsec"])
+    assert not g1["flags"] & Flag.SIGMA_ESTIMATED and g1["n_saturated"] == 1
+    assert (g2["psf_source"], g2["sigma_source"], g2["zeropoint_source"]) == ("none", "estimated", "option")
+    assert g2["flags"] & Flag.SIGMA_ESTIMATED
+    # mag relative to each zero-point: the same galaxy, 2 mag apart
+    assert abs((g1["sersic_mag"] - 27.0) - (g2["sersic_mag"] - 25.0)) < 0.2
+
+
+@pytest.mark.slow
+def test_run_directory_of_simulated_cutouts_uses_their_psf_and_sigma(tmp_path):
+    pytest.importorskip("galsim")
+    from galmoss_auto.data_scripts.simulate import simulate
+    manifest = simulate("sdss", "r", 2, 3, tmp_path / "sim", size=64, progress=False,
+                        shards=False, workers=1)
+    cat = _run(tmp_path / "sim" / "cutouts", tmp_path / "out")
+    truth = {str(r["id"]): r for r in Table.read(tmp_path / "sim" / "truth.ecsv")}
+    for gid, row in cat.items():
+        assert (row["psf_source"], row["sigma_source"], row["zeropoint_source"]) == \
+            ("extension", "extension", "header")
+        assert not row["flags"] & (Flag.SIGMA_ESTIMATED | Flag.NO_ZEROPOINT)
+        assert abs(row["sersic_mag"] - truth[gid]["sersic_mag"]) < 0.5
+    assert manifest
+
+
+def test_no_zeropoint_flag_in_run_error_in_fit(tmp_path, capsys):
+    from galmoss_auto.pipelines.cli import main
+    fits.PrimaryHDU(_galaxy()).writeto(tmp_path / "g.fits")
+    cat = _run(tmp_path / "g.fits", tmp_path / "out")
+    row = cat["g"]
+    assert row["flags"] & Flag.NO_ZEROPOINT and row["zeropoint_source"] == "none"
+    assert "no zero-point" in row["message"]
+    assert main(["fit", str(tmp_path / "g.fits"), "--out", str(tmp_path / "fit")]) == 2
+    err = capsys.readouterr().err
+    assert "no zero-point" in err and "g.fits" in err and "--zeropoint" in err
+
+
+def test_fit_estimates_sigma_like_run(tmp_path):
+    from galmoss_auto.fitting.noise import complete_noise
+    from galmoss_auto.pipelines.cli import main
+    fits.PrimaryHDU(_galaxy()).writeto(tmp_path / "g.fits")
+    assert main(["fit", str(tmp_path / "g.fits"), "--zeropoint", "25", "--errors", "none",
+                 "--out", str(tmp_path / "fit")]) == 0
+    row = Table.read(tmp_path / "fit" / "catalog.fits")[0]
+    assert row["flags"] & Flag.SIGMA_ESTIMATED and row["sigma_source"] == "estimated"
+    cut = read_record({"id": "g", "image": str(tmp_path / "g.fits"), "zeropoint": 25.0})
+    complete_noise(cut)
+    assert np.median(cut.sigma) == pytest.approx(0.5, rel=0.1)   # the true noise
+    assert float(row["sky_rms"]) == pytest.approx(float(np.median(cut.sigma)), rel=1e-6)
+
+
+def test_bad_cutouts_same_in_fit_and_run(tmp_path, capsys):
+    """5x5, 1x1, all-zero, bad sigma file, non-finite pixel scale, non-numeric zero-point:
+    each only its own row, the same flags in fit and run, messages naming the faulty file."""
+    from galmoss_auto.pipelines.cli import main
+    fits.PrimaryHDU(_galaxy()).writeto(tmp_path / "good.fits")
+    fits.PrimaryHDU(_galaxy()[:5, :5]).writeto(tmp_path / "small.fits")
+    fits.PrimaryHDU(np.ones((1, 1), np.float32)).writeto(tmp_path / "one.fits")
+    fits.PrimaryHDU(np.zeros((40, 40), np.float32)).writeto(tmp_path / "zero.fits")
+    fits.PrimaryHDU(np.zeros((40, 40), np.float32)).writeto(tmp_path / "badsig_sigma.fits")
+    fits.PrimaryHDU(_galaxy()).writeto(tmp_path / "badsig.fits")
+    h = fits.PrimaryHDU(_galaxy())
+    h.header["PIXSCALE"] = 0.0                       # FITS headers cannot hold inf
+    h.writeto(tmp_path / "zeroscale.fits")
+    rows = [("good", "good.fits", "", "25", ""), ("small", "small.fits", "", "25", ""),
+            ("one", "one.fits", "", "25", ""), ("zero", "zero.fits", "", "25", ""),
+            ("badsig", "badsig.fits", "badsig_sigma.fits", "25", ""),
+            ("infscale", "good.fits", "", "25", "inf"), ("zpword", "good.fits", "", "twenty", ""),
+            ("zeroscale", "zeroscale.fits", "", "25", "")]
+    (tmp_path / "m.csv").write_text("id,image,sigma,zeropoint,pixel_scale\n"
+                                    + "".join(",".join(r) + "\n" for r in rows))
+    run_cat = _run(tmp_path / "m.csv", tmp_path / "run")
+    assert main(["fit", "--manifest", str(tmp_path / "m.csv"), "--errors", "none",
+                 "--out", str(tmp_path / "fit")]) == 0
+    fit_cat = {str(r["id"]): r for r in Table.read(tmp_path / "fit" / "catalog.fits",
+                                                   mask_invalid=False)}
+    too_few = int(Flag.BAD_INPUT | Flag.TOO_FEW_PIXELS)
+    expect = {"small": too_few, "one": too_few, "zero": int(Flag.BAD_INPUT),
+              "badsig": int(Flag.BAD_INPUT), "infscale": int(Flag.BAD_INPUT),
+              "zpword": int(Flag.BAD_INPUT), "zeroscale": int(Flag.BAD_INPUT)}
+    for cat in (run_cat, fit_cat):
+        assert not cat["good"]["flags"] & Flag.BAD_INPUT and np.isfinite(cat["good"]["sersic_mag"])
+        for gid, bits in expect.items():
+            assert int(cat[gid]["flags"]) & too_few == bits, (gid, cat[gid]["flags"])
+            assert np.isnan(cat[gid]["sersic_mag"])
+        assert "small.fits: too few pixels" in cat["small"]["message"]
+        assert "zero.fits: empty cutout" in cat["zero"]["message"]
+        assert "badsig_sigma.fits" in cat["badsig"]["message"]
+        assert "m.csv: row 6" in cat["infscale"]["message"] and "not finite" in cat["infscale"]["message"]
+        assert "zeroscale.fits: pixel scale must be finite and > 0" in cat["zeroscale"]["message"]
+        assert "m.csv: row 7" in cat["zpword"]["message"] and "twenty" in cat["zpword"]["message"]
+
+
+def test_saturation_option_and_header(tmp_path):
+    img = _galaxy()
+    img[20, 20] = 5000.0
+    img[3, 3] = 800.0
+    rec = {"id": "s", "image": img, "zeropoint": 25.0, "saturation": 700.0}
+    cut = read_record(rec)
+    assert cut.meta["n_saturated"] == 2 and cut.mask[20, 20] and cut.mask[3, 3]
+    assert cut.flags & Flag.AUTO_MASKED_PIXELS
+    h = fits.PrimaryHDU(img)
+    h.header["SATURATE"] = 1000.0
+    h.writeto(tmp_path / "s.fits")
+    cut = read_record({"id": "s", "image": str(tmp_path / "s.fits"), "zeropoint": 25.0,
+                       "defaults": {"saturation": (700.0, "option")}})
+    assert cut.meta["n_saturated"] == 1 and cut.meta["sources"]["saturation"] == "header"
+
+
+def test_wcs_pixel_scale_and_errors_name_the_file(tmp_path):
+    h = fits.PrimaryHDU(_galaxy())
+    h.header.update(CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CD1_1=0.0, CD1_2=1.1e-4,
+                    CD2_1=1.1e-4, CD2_2=0.0, ZP=22.5)
+    h.writeto(tmp_path / "w.fits")
+    cut = read_record({"id": "w", "image": str(tmp_path / "w.fits")})
+    assert cut.pixel_scale == pytest.approx(0.396, rel=1e-3) and cut.zeropoint == 22.5
+    with pytest.raises(CutoutError, match="nope.fits: sigma file not found"):
+        read_record({"id": "w", "image": str(tmp_path / "w.fits"), "sigma": str(tmp_path / "nope.fits")})
