@@ -6,8 +6,24 @@ user's mask and the unusable pixels) and returns a :class:`MaskResult`: the pixe
 the result into the cutout's mask.  A masker may hand back its sep :class:`Detection` so that
 the initializer does not detect the same cutout twice.
 
-Registered names: ``sep`` (the default) and ``none`` (user mask and bad pixels only).  A
-learned masker (Mask R-CNN) registers itself here under its own name.
+Registered names: ``sep`` and ``none`` (user mask and bad pixels only).  A learned masker
+(Mask R-CNN) registers itself here under its own name with ``register_masker(name, factory)``;
+``factory(checkpoint=PATH, **options)``.
+
+Two kinds of masker:
+
+* per cutout (:class:`Masker`): ``masker(cutout) -> MaskResult``, picklable; the pipeline runs
+  it inside DataLoader workers;
+* batched (:class:`BatchMasker`, attribute ``batched = True``):
+  ``masker.mask_batch(cutouts, device) -> list[MaskResult]``, run in the main process on a
+  whole chunk (on the GPU when present).  Its cutouts already hold the user mask and bad pixels
+  in ``cutout.mask``, a sigma map (estimated if none was given), and the measured sky in
+  ``cutout.meta["sky"]`` (a :class:`~galmoss_auto.fitting.noise.SkyEstimate`; the image itself
+  still contains it unless ``run --sky subtract``).  If the call raises, the pipeline masks
+  that chunk with sep instead and flags MASK_FAILED.
+
+A MaskResult may list :class:`Neighbour` objects: sources overlapping the central galaxy that
+should be fitted with it rather than masked.
 """
 
 from __future__ import annotations
@@ -19,7 +35,31 @@ import numpy as np
 
 from galmoss_auto.automask.detect import Detection
 
-__all__ = ["MaskResult", "Masker", "NoMasker", "MASKERS", "register_masker", "get_masker"]
+__all__ = ["Neighbour", "MaskResult", "Masker", "BatchMasker", "NoMasker", "MASKERS",
+           "register_masker", "get_masker", "is_batched"]
+
+
+@dataclass
+class Neighbour:
+    """A source to fit together with the central galaxy.
+
+    kind : ``"galaxy"`` (a Sérsic component) or ``"star"`` (a point source).
+    params : starting values in catalog conventions: ``x``, ``y`` (1-based pixels), ``mag``;
+        for galaxies also ``r_e`` (major-axis px), ``n``, ``q`` (b/a), ``pa`` (deg CCW from +y).
+    label : the masker's instance label (0 when it has none).
+    """
+
+    kind: str
+    params: dict
+    label: int = 0
+
+    def __post_init__(self):
+        if self.kind not in ("galaxy", "star"):
+            raise ValueError(f"neighbour kind must be 'galaxy' or 'star', got {self.kind!r}")
+        need = ("x", "y", "mag") + (("r_e", "n", "q", "pa") if self.kind == "galaxy" else ())
+        missing = [k for k in need if k not in self.params]
+        if missing:
+            raise ValueError(f"{self.kind} neighbour lacks {missing}")
 
 
 @dataclass
@@ -30,12 +70,17 @@ class MaskResult:
     flags : bits of :class:`~galmoss_auto.fitting.flags.Flag` (e.g. MASK_FAILED).
     columns : catalog columns named ``mask_*`` (scalars).
     detection : the sep detection, when the masker ran one (reused by the sep initializer).
+    neighbours : sources to fit with the central galaxy instead of masking them.
+    method : the masker that made this result (``"sep"``, ``"maskrcnn"``, ...); written to the
+        catalog's ``mask_method`` column (the pipeline fills it from the masker's name if empty).
     """
 
     mask: np.ndarray
     flags: int = 0
     columns: dict = field(default_factory=dict)
     detection: Detection | None = None
+    neighbours: list = field(default_factory=list)
+    method: str = ""
 
 
 class Masker(Protocol):
@@ -46,6 +91,21 @@ class Masker(Protocol):
     def __call__(self, cutout) -> MaskResult: ...
 
 
+class BatchMasker(Protocol):
+    """``masker.mask_batch(cutouts, device) -> list[MaskResult]`` (one per cutout, in order);
+    ``batched = True``.  Runs in the main process."""
+
+    name: str
+    batched: bool
+
+    def mask_batch(self, cutouts: list, device) -> list[MaskResult]: ...
+
+
+def is_batched(stage) -> bool:
+    """True for a batched masker or initializer (attribute ``batched`` true)."""
+    return bool(getattr(stage, "batched", False))
+
+
 class NoMasker:
     """``--mask none``: masks nothing beyond the user's mask and the unusable pixels."""
 
@@ -54,7 +114,8 @@ class NoMasker:
     def __call__(self, cutout) -> MaskResult:
         mask = np.zeros(cutout.image.shape, bool)
         return MaskResult(mask=mask, columns={"mask_n_objects": -1, "mask_n_masked": 0,
-                                              "mask_frac": float(np.mean(cutout.mask))})
+                                              "mask_frac": float(np.mean(cutout.mask))},
+                          method="none")
 
 
 def _sep_masker(**options):
@@ -66,7 +127,8 @@ MASKERS: dict[str, Callable[..., Masker]] = {"sep": _sep_masker, "none": lambda 
 
 
 def register_masker(name: str, factory: Callable[..., Masker]) -> None:
-    """Make ``--mask NAME`` build ``factory(**options)``."""
+    """Make ``--mask NAME`` build ``factory(**options)`` (a learned masker's factory takes
+    ``checkpoint=PATH``)."""
     MASKERS[name] = factory
 
 

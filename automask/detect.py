@@ -5,6 +5,12 @@ A :class:`Detection` holds sep's object table, its segmentation map (0 = sky, i 
 and the index of the central object: the one whose segment contains the cutout centre, else
 the detection with the smallest ``distance / (flux / max flux)^(1/4)`` (nearest, favouring
 bright objects), provided it lies within ``max_central_distance`` of the centre.
+
+The sky measurement itself (:func:`estimate_sky`) lives in :mod:`galmoss_auto.fitting.noise`,
+shared with ``fit``; it is re-exported here.  Crowded cutouts whose deblending overflows sep's
+buffers are retried with larger limits and then without deblending
+(:func:`~galmoss_auto.fitting.noise.sep_extract`); :class:`SepOverflow` reaches the caller only
+when that fails too, and the pipeline then flags MASK_FAILED / INIT_FALLBACK.
 """
 
 from __future__ import annotations
@@ -12,14 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import sep
 
-__all__ = ["DetectConfig", "Detection", "SkyEstimate", "estimate_sky", "detect", "as_sep_array"]
+from galmoss_auto.fitting.noise import (SepOverflow, SkyEstimate, as_sep_array, estimate_sky,
+                                        grow, sep_extract)
 
-
-def as_sep_array(a) -> np.ndarray:
-    """C-contiguous, native-endian float64 copy (sep rejects FITS's big-endian views)."""
-    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+__all__ = ["DetectConfig", "Detection", "SkyEstimate", "estimate_sky", "detect", "as_sep_array",
+           "grow", "SepOverflow"]
 
 
 @dataclass(frozen=True)
@@ -51,81 +55,6 @@ class DetectConfig:
             raise ValueError(f"deblend_cont must be in [0, 1], got {self.deblend_cont}")
         if not 0.0 < self.max_central_distance <= 1.0:
             raise ValueError(f"max_central_distance must be in (0, 1], got {self.max_central_distance}")
-
-
-@dataclass
-class SkyEstimate:
-    """Sky level and per-pixel RMS (image units), measured on pixels outside all sources."""
-
-    level: float
-    rms: float
-    n_pixels: int
-
-
-def _robust_stats(values: np.ndarray, rounds: int = 3) -> tuple[float, float]:
-    """Median and 1.4826 * MAD after ``rounds`` rounds of 3-sigma clipping."""
-    v = values
-    med, rms = float(np.median(v)), float(1.4826 * np.median(np.abs(v - np.median(v))))
-    for _ in range(rounds):
-        if rms <= 0:
-            break
-        keep = np.abs(v - med) < 3.0 * rms
-        if keep.sum() < 10:
-            break
-        v = v[keep]
-        med = float(np.median(v))
-        rms = float(1.4826 * np.median(np.abs(v - med)))
-    return med, rms
-
-
-def estimate_sky(image: np.ndarray, bad: np.ndarray, thresh: float = 1.5) -> SkyEstimate:
-    """Sky level and RMS of a cutout dominated by one galaxy.
-
-    A first robust estimate over all good pixels sets a threshold; sources detected by sep
-    above it (segments grown by 2 pixels) are excluded and the statistics recomputed.  sep's own
-    mesh background would be biased by a galaxy that fills much of a small cutout.
-    Raises ``ValueError`` when fewer than 10 good pixels remain.
-    """
-    data = as_sep_array(image)
-    bad = np.asarray(bad, bool)
-    good = data[~bad]
-    if good.size < 10:
-        raise ValueError(f"only {good.size} good pixels; at least 10 are needed to estimate the sky")
-    level, rms = _robust_stats(good, rounds=1)      # only sets the detection threshold
-    if not rms > 0:
-        rms = float(np.std(good)) or 1.0
-    _reserve_pixstack(data.size)
-    _, seg = sep.extract(data - level, thresh, err=rms, mask=bad, minarea=5, segmentation_map=True)
-    sources = grow(seg > 0, 2)
-    sky = data[~bad & ~sources]
-    if sky.size >= 10:
-        level, rms2 = _robust_stats(sky)
-        if rms2 > 0:
-            rms = rms2
-    return SkyEstimate(level=level, rms=rms, n_pixels=int(sky.size))
-
-
-def _reserve_pixstack(n_pixels: int) -> None:
-    # sep's active-pixel stack defaults to 300,000 and raises on larger cutouts; a stack as
-    # large as the image can never overflow.
-    if n_pixels > sep.get_extract_pixstack():
-        sep.set_extract_pixstack(int(n_pixels))
-
-
-def grow(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation of ``mask`` by a disk of ``radius`` pixels (>= 0)."""
-    if radius < 0:
-        raise ValueError(f"dilation radius must be >= 0, got {radius}")
-    mask = np.asarray(mask, bool)
-    if radius == 0 or not mask.any():
-        return mask.copy()
-    h, w = mask.shape
-    out = np.zeros((h + 2 * radius, w + 2 * radius), bool)
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dx * dx + dy * dy <= radius * radius:
-                out[radius + dy:radius + dy + h, radius + dx:radius + dx + w] |= mask
-    return out[radius:radius + h, radius:radius + w]
 
 
 @dataclass
@@ -187,8 +116,7 @@ def detect(image: np.ndarray, sigma: np.ndarray | None, bad: np.ndarray,
         sky = estimate_sky(image, bad, config.thresh)
     data = as_sep_array(np.where(bad, 0.0, np.asarray(image, np.float64) - sky.level))
     err = as_sep_array(np.full(data.shape, sky.rms) if sigma is None else np.where(bad, sky.rms, sigma))
-    _reserve_pixstack(data.size)
-    objects, segmap = sep.extract(data, config.thresh, err=err, mask=bad,
+    objects, segmap = sep_extract(data, config.thresh, err=err, mask=bad,
                                   minarea=int(config.minarea),
                                   deblend_nthresh=int(config.deblend_nthresh),
                                   deblend_cont=float(config.deblend_cont),

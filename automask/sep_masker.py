@@ -53,6 +53,7 @@ class SepMasker:
         self.dilate = int(dilate)
 
     def __call__(self, cutout) -> MaskResult:
+        # the sky in cutout.meta["sky"] (measured by the noise step) is subtracted for detection
         det = detect(cutout.image, cutout.sigma, cutout.mask, self.detect_config,
             cutout.meta.get("sky"))
         flags = 0 if det.central >= 0 else int(Flag.NO_CENTRAL_DETECTION)
@@ -67,5 +68,5 @@ class SepMasker:
         if np.all(mask | cutout.mask):
             # Keeping the galaxy fittable matters more than the contaminants.
             return MaskResult(mask=np.zeros_like(mask), flags=flags | int(Flag.MASK_FAILED),
-                              columns=columns | {"mask_n_masked": 0}, detection=det)
-        return MaskResult(mask=mask, flags=flags, columns=columns, detection=det)
+                              columns=columns | {"mask_n_masked": 0}, detection=det, method="sep")
+        return MaskResult(mask=mask, flags=flags, columns=columns, detection=det, method="sep")

@@ -1,0 +1,353 @@
+"""``--mask maskrcnn``: the learned masker, batched in the main process (GPU when present).
+
+    masker = MaskRCNNMasker(checkpoint="automask-sdss-r.safetensors")
+    results = masker.mask_batch(cutouts, torch.device("cpu"))      # list[MaskResult]
+
+For each cutout (whose ``mask`` already holds the user mask and bad pixels, ``sigma`` set and
+``meta["sky"]`` possibly the measured sky):
+
+1. the image is normalised to asinh S/N (:mod:`.normalise`; the sky taken out first) and the
+   network run on the whole chunk; cutouts are grouped by shape, so a batch gives exactly what
+   one-by-one calls give;
+2. detections above ``score_thresh`` are binarised; the central galaxy is picked
+   (:func:`.instances.pick_central`); detections that repeat one source under another class
+   (torchvision's NMS is per class) are dropped (mask IoU > 0.5 with a higher-scored one);
+3. every other source is grown by a PSF-aware margin (``margin_fwhm`` x the PSF FWHM, from the
+   PSF's second moments; ``min_margin``..``max_margin`` px; 2 px without a PSF).  A galaxy or star
+   whose grown footprint does not touch the central's footprint is masked (minus the central's
+   own pixels); one that touches it is a :class:`~.base.Neighbour` to fit simultaneously (the
+   brightest ``max_neighbours`` of them; any more are masked).  Artefacts (bad columns, cosmic
+   rays) are always masked, grown by 1 px, also on top of the galaxy;
+4. a neighbour's starting parameters come from its own instance: flux-weighted centroid,
+   magnitude from its flux, q and pa from its second moments, r_e from the area holding half its
+   flux; n = 1.5.
+
+No central detected -> the cutout is masked by sep instead, with Flag.NO_CENTRAL_DETECTION; the
+network failing on a chunk (an exception) -> sep for the whole chunk, Flag.MASK_FAILED.  Both
+have ``method == "sep"``; learned results have ``method == "maskrcnn"``.
+
+Importing this module registers the factory as ``register_masker("maskrcnn", ...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from galmoss_auto.fitting.conventions import wrap_pa_deg
+from galmoss_auto.fitting.cutout import Cutout
+from galmoss_auto.fitting.flags import Flag
+
+from .base import MaskResult, Neighbour, register_masker
+from .detect import grow
+from .instances import Instances, decode, mask_iou, pick_central
+from .maskrcnn import ARTEFACT, GALAXY, STAR
+from .normalise import normalise_batch
+
+__all__ = ["MaskRCNNMasker", "MaskDetails", "psf_fwhm_px", "instance_params", "cutouts_from_shard"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MaskDetails:
+    """What the network saw in one cutout (for evaluation and figures): all instances, the
+    central's index (-1: none) and footprint, the neighbours' instance masks, the margin (px)."""
+
+    instances: Instances | None
+    central: int = -1
+    central_mask: np.ndarray | None = None
+    neighbour_masks: list = field(default_factory=list)
+    margin: int = 0
+
+
+def psf_fwhm_px(psf: np.ndarray | None) -> float | None:
+    """FWHM (px) of a PSF image from its second moments (Gaussian-equivalent), or None."""
+    if psf is None:
+        return None
+    p = np.clip(np.asarray(psf, np.float64), 0, None)
+    total = p.sum()
+    if not total > 0:
+        return None
+    yy, xx = np.indices(p.shape)
+    my, mx = (p * yy).sum() / total, (p * xx).sum() / total
+    var = (p * ((yy - my) ** 2 + (xx - mx) ** 2)).sum() / total / 2.0
+    # second moments of a Moffat's wings overstate the core: cap at the half-maximum width
+    half = (p >= 0.5 * p.max()).sum()
+    fwhm_hm = 2.0 * math.sqrt(half / math.pi)
+    return float(min(2.3548 * math.sqrt(var), fwhm_hm)) if var > 0 else fwhm_hm
+
+
+def instance_params(image: np.ndarray, mask: np.ndarray, zeropoint: float, kind: str) -> dict:
+    """Catalog-convention starting values of one source from its instance pixels.
+
+    image : sky-subtracted (image units); mask : the instance (bool).  Returns x, y (1-based),
+    mag; for galaxies also r_e (major-axis px, >= 0.5), n (1.5), q (b/a in [0.1, 1]), pa (deg CCW
+    from +y, in (-90, 90]).
+    """
+    rows, cols = np.nonzero(mask)
+    f = np.clip(image[rows, cols], 0.0, None)
+    total = f.sum()
+    if not total > 0:
+        f = np.ones_like(f)
+        total = f.sum()
+        flux = 1e-3
+    else:
+        flux = total
+    x = float((f * cols).sum() / total)
+    y = float((f * rows).sum() / total)
+    out = {"x": x + 1.0, "y": y + 1.0, "mag": float(zeropoint - 2.5 * math.log10(max(flux, 1e-30)))}
+    if kind == "star":
+        return out
+    dx, dy = cols - x, rows - y
+    cxx, cyy, cxy = (f * dx * dx).sum() / total, (f * dy * dy).sum() / total, (f * dx * dy).sum() / total
+    tr, det = cxx + cyy, cxx * cyy - cxy * cxy
+    disc = math.sqrt(max(tr * tr / 4 - det, 0.0))
+    l1, l2 = tr / 2 + disc, max(tr / 2 - disc, 1e-6)
+    q = float(np.clip(math.sqrt(l2 / l1) if l1 > 0 else 1.0, 0.1, 1.0))
+    theta = 0.5 * math.degrees(math.atan2(2 * cxy, cxx - cyy))  # major axis, CCW from +x
+    order = np.sort(f)[::-1]
+    area = int(np.searchsorted(np.cumsum(order), 0.5 * total) + 1)
+    r_e = max(math.sqrt(area / (math.pi * q)), 0.5)
+    pa = float(wrap_pa_deg(torch.tensor(theta - 90.0, dtype=torch.float64)))
+    return out | {"r_e": r_e, "n": 1.5, "q": q, "pa": pa}
+
+
+def _sky_level(cutout) -> float | None:
+    sky = cutout.meta.get("sky") if cutout.meta else None
+    if sky is None:
+        return None
+    level = getattr(sky, "level", None)
+    if level is None and isinstance(sky, (tuple, list)):
+        level = sky[0]
+    return None if level is None or not np.isfinite(level) else float(level)
+
+
+def _sky_rms(cutout) -> float:
+    sky = cutout.meta.get("sky") if cutout.meta else None
+    rms = getattr(sky, "rms", None)
+    if rms is None and isinstance(sky, (tuple, list)) and len(sky) > 1:
+        rms = sky[1]
+    return float(rms) if rms is not None else float("nan")
+
+
+class MaskRCNNMasker:
+    """The learned batch masker (see the module docstring).
+
+    checkpoint : a zoo checkpoint (``.safetensors``, loaded hash-checked by
+        :func:`galmoss_auto.models.load_checkpoint`; ``sha256`` to insist on one file); or
+    network : an ``nn.Module`` already built (training / evaluation).
+    score_thresh : detection score cut (in (0, 1); default the entry's, else 0.5).
+    max_neighbours : K, most overlapping sources fitted per cutout (>= 0; default 3).
+    margin_fwhm : growth of masked sources in PSF FWHMs (>= 0; default 1.0), clipped to
+        [min_margin, max_margin] px (defaults 1, 8).
+    max_central_distance : as the sep masker (fraction of the smaller side; default 0.25).
+    chunk : cutouts per forward pass (>= 1; default 64).
+    sep_options : settings of the sep fallback masker.
+    """
+
+    name = "maskrcnn"
+    batched = True
+
+    def __init__(self, checkpoint=None, *, network=None, sha256: str | None = None, device=None,
+                 score_thresh: float | None = None, mask_thresh: float = 0.5, max_neighbours: int = 3,
+                 margin_fwhm: float = 1.0, min_margin: int = 1, max_margin: int = 8,
+                 max_central_distance: float = 0.25, chunk: int = 64, sep_options: dict | None = None):
+        if (checkpoint is None) == (network is None):
+            raise ValueError("give a checkpoint file or a network (exactly one)")
+        self.entry = {}
+        if checkpoint is not None:
+            from galmoss_auto.models import build_model, load_checkpoint
+            state, entry = load_checkpoint(checkpoint, sha256)
+            network = build_model(entry, {k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+            self.entry = entry
+            self.checkpoint = str(checkpoint)
+        if score_thresh is None:
+            score_thresh = float((self.entry.get("output") or {}).get("score_thresh", 0.5))
+        if not 0.0 < score_thresh < 1.0:
+            raise ValueError(f"score_thresh must be in (0, 1), got {score_thresh}")
+        if not 0.0 < mask_thresh < 1.0:
+            raise ValueError(f"mask_thresh must be in (0, 1), got {mask_thresh}")
+        if int(max_neighbours) < 0:
+            raise ValueError(f"max_neighbours must be >= 0, got {max_neighbours}")
+        if not margin_fwhm >= 0:
+            raise ValueError(f"margin_fwhm must be >= 0, got {margin_fwhm}")
+        if not 0 <= int(min_margin) <= int(max_margin):
+            raise ValueError(f"need 0 <= min_margin <= max_margin, got {min_margin}, {max_margin}")
+        if int(chunk) < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.network = network.eval()
+        heads = getattr(network, "roi_heads", None)
+        if checkpoint is not None and heads is not None and hasattr(heads, "score_thresh"):
+            # detections below the masker's cut are dropped anyway: not making them (nor pasting
+            # their masks onto the cutout) gives the same result, faster (only for a network this
+            # masker built: one handed in is left as it is)
+            heads.score_thresh = max(float(heads.score_thresh), float(score_thresh))
+        self.score_thresh, self.mask_thresh = float(score_thresh), float(mask_thresh)
+        self.max_neighbours, self.margin_fwhm = int(max_neighbours), float(margin_fwhm)
+        self.min_margin, self.max_margin = int(min_margin), int(max_margin)
+        self.max_central_distance, self.chunk = float(max_central_distance), int(chunk)
+        self.sep_options = dict(sep_options or {})
+        self.device = torch.device(device) if device is not None else None
+
+    # -- the batch call -------------------------------------------------------------------------
+    def __call__(self, cutout) -> MaskResult:
+        return self.mask_batch([cutout], self.device or torch.device("cpu"))[0]
+
+    def mask_batch(self, cutouts: list, device=None, return_details: bool = False):
+        """One :class:`MaskResult` per cutout, in order (with ``return_details`` also a
+        :class:`MaskDetails` per cutout)."""
+        device = torch.device(device if device is not None else (self.device or "cpu"))
+        cutouts = list(cutouts)
+        results: list = [None] * len(cutouts)
+        details: list = [MaskDetails(None)] * len(cutouts)
+        groups: dict = {}
+        for i, c in enumerate(cutouts):
+            groups.setdefault(tuple(c.shape), []).append(i)
+        for idx in groups.values():
+            for start in range(0, len(idx), self.chunk):
+                part = idx[start:start + self.chunk]
+                try:
+                    outputs = self._forward([cutouts[i] for i in part], device)
+                except Exception as exc:  # any network failure: sep for this chunk, flagged
+                    log.warning("maskrcnn failed on %d cutouts (%s: %s); using sep", len(part),
+                                type(exc).__name__, exc)
+                    for i in part:
+                        results[i] = self._fallback(cutouts[i], Flag.MASK_FAILED)
+                    continue
+                for i, out in zip(part, outputs):
+                    results[i], details[i] = self._result(cutouts[i], out)
+        return (results, details) if return_details else results
+
+    def _forward(self, cutouts, device):
+        net = self.network.to(device)
+        image = torch.from_numpy(np.stack([c.image for c in cutouts]).astype(np.float32)).to(device)
+        sigma = np.stack([c.sigma if c.sigma is not None else np.full(c.shape, _sigma_guess(c)) for c in cutouts])
+        sigma = torch.from_numpy(sigma.astype(np.float32)).to(device)
+        bad = torch.from_numpy(np.stack([c.mask for c in cutouts])).to(device)
+        levels = [_sky_level(c) for c in cutouts]
+        background = None
+        if all(v is not None for v in levels):
+            background = torch.tensor(levels, dtype=torch.float32, device=device)
+        elif any(v is not None for v in levels):
+            background = torch.tensor([0.0 if v is None else v for v in levels], device=device)
+        z = normalise_batch(image, sigma, bad, background)
+        if background is not None and any(v is None for v in levels):
+            # a chunk mixing cutouts with and without a measured sky: estimate the missing ones
+            missing = [k for k, v in enumerate(levels) if v is None]
+            z[missing] = normalise_batch(image[missing], sigma[missing], bad[missing])
+        with torch.no_grad():
+            return net([zz[None] for zz in z])
+
+    # -- one cutout ------------------------------------------------------------------------------
+    def _margin(self, cutout) -> int:
+        fwhm = psf_fwhm_px(cutout.psf)
+        if fwhm is None:
+            return max(self.min_margin, min(2, self.max_margin))
+        return int(np.clip(round(self.margin_fwhm * fwhm), self.min_margin, self.max_margin))
+
+    def _result(self, cutout, output):
+        inst = decode(output, self.score_thresh, self.mask_thresh)
+        k = pick_central(inst, cutout.shape, self.max_central_distance)
+        if k < 0:
+            return self._fallback(cutout, Flag.NO_CENTRAL_DETECTION, n_objects=len(inst)), MaskDetails(inst)
+        margin = self._margin(cutout)
+        central = inst.masks[k]
+        central_grown = grow(central, margin)
+        sky = _sky_level(cutout) or 0.0
+        data = np.where(cutout.mask, 0.0, cutout.image - sky)
+        mask = np.zeros(cutout.shape, bool)
+        candidates = []
+        for j in _distinct(inst, k):
+            m = inst.masks[j]
+            if inst.labels[j] == ARTEFACT:
+                mask |= grow(m, 1)
+                continue
+            grown = grow(m, margin)
+            if (grown & central_grown).any() and inst.labels[j] in (GALAXY, STAR):
+                candidates.append((float(np.clip(data[m], 0, None).sum()), j, grown))
+            else:
+                mask |= grown & ~central
+        candidates.sort(key=lambda t: -t[0])
+        neighbours, nb_masks = [], []
+        for rank, (_, j, grown) in enumerate(candidates):
+            if rank >= self.max_neighbours:
+                mask |= grown & ~central
+                continue
+            kind = "star" if inst.labels[j] == STAR else "galaxy"
+            params = instance_params(data, inst.masks[j], cutout.zeropoint, kind)
+            neighbours.append(Neighbour(kind=kind, params=params, label=j + 1))
+            nb_masks.append(inst.masks[j])
+        for m in nb_masks:
+            mask &= ~m  # a modelled neighbour's own pixels stay in the fit
+        mask &= ~cutout.mask
+        columns = {"mask_n_objects": int(len(inst)), "mask_n_masked": int(mask.sum()),
+                   "mask_frac": float(np.mean(mask | cutout.mask)), "mask_n_neighbours": len(neighbours),
+                   "mask_central_score": float(inst.scores[k]), "sky_level": _sky_level(cutout) or float("nan"),
+                   "sky_rms": _sky_rms(cutout)}
+        details = MaskDetails(inst, k, central, nb_masks, margin)
+        if np.all(mask | cutout.mask):
+            return self._fallback(cutout, Flag.MASK_FAILED, n_objects=len(inst)), details
+        return MaskResult(mask=mask, flags=0, columns=columns, neighbours=neighbours, method="maskrcnn"), details
+
+    def _fallback(self, cutout, flag: Flag, n_objects: int = -1) -> MaskResult:
+        from .sep_masker import SepMasker
+        try:
+            res = SepMasker(**self.sep_options)(cutout)
+        except Exception as exc:  # sep itself failed: user mask and bad pixels only
+            log.warning("%s: sep fallback failed too (%s)", cutout.id, exc)
+            res = MaskResult(mask=np.zeros(cutout.shape, bool), flags=int(Flag.MASK_FAILED),
+                             columns={"mask_n_objects": -1, "mask_n_masked": 0,
+                                      "mask_frac": float(np.mean(cutout.mask)), "sky_level": float("nan"),
+                                      "sky_rms": float("nan")})
+        res.flags = int(res.flags) | int(flag)
+        res.method = "sep"
+        res.columns = dict(res.columns) | {"mask_n_neighbours": 0, "mask_central_score": float("nan")}
+        return res
+
+
+def _distinct(inst: Instances, central: int, iou: float = 0.5) -> list[int]:
+    """Indices of the detections other than the central that are distinct objects.
+
+    torchvision's NMS runs per class, so one source can come back as a galaxy and as a star;
+    class-agnostically, a detection whose mask overlaps the central's or a higher-scored kept
+    one's with IoU > ``iou`` is the same object and dropped.  (A blend on top of the central
+    overlaps its mask, but with a small IoU: it is kept.)"""
+    ious = mask_iou(inst.masks, inst.masks)
+    kept = [central]
+    for j in np.argsort(-inst.scores, kind="stable"):
+        if j != central and ious[j, kept].max() <= iou:
+            kept.append(int(j))
+    return kept[1:]
+
+
+def _sigma_guess(cutout) -> float:
+    """Noise level of a cutout without a sigma map (the pipeline normally sets one)."""
+    rms = _sky_rms(cutout)
+    if np.isfinite(rms) and rms > 0:
+        return rms
+    good = cutout.image[~cutout.mask]
+    mad = 1.4826 * np.median(np.abs(good - np.median(good))) if good.size else 1.0
+    return float(mad) if mad > 0 else 1.0
+
+
+def cutouts_from_shard(shard: dict, zeropoint: float = 0.0, indices=None) -> list[Cutout]:
+    """Cutouts (image, sigma, psf; ``meta["shard_index"]``) from a simulation shard dict."""
+    idx = range(len(shard["index"])) if indices is None else indices
+    return [Cutout(id=str(shard["id"][i]), image=shard["image"][i].astype(np.float64),
+                   sigma=shard["sigma"][i].astype(np.float64), psf=shard["psf"][i].astype(np.float64),
+                   zeropoint=float(zeropoint), meta={"shard_index": int(i)}) for i in idx]
+
+
+def _factory(checkpoint=None, **options) -> MaskRCNNMasker:
+    if checkpoint is None:
+        raise ValueError("--mask maskrcnn needs a checkpoint (a zoo entry for the survey and band, "
+                         "--weights NAME|FILE, or --zoo DIR); none was given")
+    return MaskRCNNMasker(checkpoint, **options)
+
+
+register_masker("maskrcnn", _factory)

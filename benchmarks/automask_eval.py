@@ -1,0 +1,275 @@
+"""Benchmark of the learned masker (``--mask maskrcnn``) against sep, on held-out simulations.
+
+    python -m benchmarks.automask_eval --checkpoint ZOO/automask-sdss-r-slim-v1.safetensors \\
+        --survey sdss --band r --n 100 --seed 9101 --size 128 --tag 2026-12-01-vm-cpu-automask
+
+For each survey: simulates ``n`` contaminated cutouts (neighbours, stars, blends with
+probability ``--blend-prob``; seeds never used in training) and the *same* galaxies alone
+(``contaminants=False``, same seeds: same central galaxy and PSF, other noise).  Then:
+
+* masks: central-galaxy IoU with the truth footprint, contaminant recall (>= 50% of a truth
+  footprint of >= 10 px masked or modelled) overall and by magnitude, contaminant flux left in
+  the central's unmasked footprint (truth footprint of the galaxy alone; noiseless contaminant
+  light = noiseless(contaminated) - noiseless(alone)), mask AP50 (:func:`galmoss_auto.automask.
+  instances.average_precision`, COCO-style 101-point, class-agnostic; torchmetrics' mask mAP
+  needs pycocotools, absent here);
+* fits (one Sérsic, LM, sep starting values on each masked cutout): the same galaxies alone,
+  with sep masks, with the learned masks and neighbours fitted simultaneously
+  (:func:`galmoss_auto.fitting.neighbours.fit_with_neighbours`): catastrophic fraction
+  (|dmag| > 0.5 or |dlog r_e| > 0.3), robust scatter (1.4826 MAD) of dmag, dlog r_e, dn;
+* speed: ms per cutout of ``mask_batch`` on this machine (threads as set by ``--threads``).
+
+Writes ``benchmarks/results/<tag>.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from astropy.table import Table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MAG_BINS = (-np.inf, 18, 20, 22, 24, np.inf)
+
+
+def robust(v) -> float:
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)]
+    return float(1.4826 * np.median(np.abs(v - np.median(v)))) if v.size else float("nan")
+
+
+def _simulate(survey, band, n, seed, size, out, contaminants, blend_prob):
+    from galmoss_auto.data_scripts.contaminants import ContaminantConfig
+    from galmoss_auto.data_scripts.simulate import simulate
+    if not (out / "objects.ecsv").is_file():
+        simulate(survey, band, n, seed=seed, out=out, size=size, workers=1, fits=False, progress=False,
+                 contaminants=contaminants, contaminant_config=ContaminantConfig(blend_prob=blend_prob),
+                 shard_size=max(n, 1))
+    from galmoss_auto.data_scripts.outputs import read_shard
+    meta = json.loads((out / "run.json").read_text())
+    return read_shard(out / "shards" / "shard-00000.npz"), Table.read(out / "objects.ecsv"), \
+        Table.read(out / "truth.ecsv"), meta
+
+
+def _init(cutouts):
+    from galmoss_auto.initnet.sep_init import SepInitializer
+    sep_init = SepInitializer()
+    cols = {f"sersic_{p}": [] for p in ("x", "y", "mag", "r_e", "n", "q", "pa")}
+    for c in cutouts:
+        r = sep_init(c)
+        for p, v in r.params.items():
+            cols[f"sersic_{p}"].append(v)
+    return {k: np.asarray(v, float) for k, v in cols.items()}
+
+
+def _deltas(cat, truth) -> dict:
+    dm = np.asarray(cat["sersic_mag"], float) - np.asarray(truth["sersic_mag"], float)
+    dr = np.log10(np.asarray(cat["sersic_r_e"], float) / np.asarray(truth["sersic_r_e"], float))
+    dn = np.asarray(cat["sersic_n"], float) - np.asarray(truth["sersic_n"], float)
+    bad = ~np.isfinite(dm) | ~np.isfinite(dr) | (np.abs(dm) > 0.5) | (np.abs(dr) > 0.3)
+    return {"catastrophic": float(bad.mean()), "n_catastrophic": int(bad.sum()),
+            "dmag_scatter": robust(dm), "dlogre_scatter": robust(dr), "dn_scatter": robust(dn),
+            "dmag_median": float(np.nanmedian(dm)), "flags_nonzero_among_catastrophic":
+            int(np.sum(bad & (np.asarray(cat["flags"]) != 0))), "_dm": dm.tolist(), "_dr": dr.tolist()}
+
+
+def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: float) -> dict:
+    from galmoss_auto.automask.instances import KIND_TO_CLASS, average_precision, targets_from_segmentation
+    from galmoss_auto.automask.predict import cutouts_from_shard
+    from galmoss_auto.automask.sep_masker import SepMasker
+    from galmoss_auto.automask.detect import detect
+    from galmoss_auto.fitting import Cutout, fit
+    from galmoss_auto.fitting.neighbours import fit_with_neighbours
+
+    t0 = time.perf_counter()
+    dirty, objects, truth, meta = _simulate(survey, band, n, seed, size, workdir / f"{survey}-{band}-s{seed}",
+                                            True, blend_prob)
+    clean, _, _, _ = _simulate(survey, band, n, seed, size, workdir / f"{survey}-{band}-s{seed}-alone",
+                               False, blend_prob)
+    t_sim = time.perf_counter() - t0
+    zp = float(meta["zeropoint"])
+    cut = cutouts_from_shard(dirty, zp)
+    alone = cutouts_from_shard(clean, zp)
+    # speed: the whole chunk through mask_batch (normalise + network + post-processing)
+    t = time.perf_counter()
+    results, details = masker.mask_batch(cut, torch.device("cpu"), return_details=True)
+    ms = 1000 * (time.perf_counter() - t) / len(cut)
+    sep = [SepMasker()(c) for c in cut]
+
+    by_id: dict = {}
+    for row in objects:
+        by_id.setdefault(str(row["id"]), []).append(row)
+    rec = {"maskrcnn": [], "sep": []}
+    left = {"maskrcnn": [], "maskrcnn_unmodelled": [], "sep": [], "none": []}
+    ious = {"maskrcnn": [], "sep": []}
+    ap_pred, ap_truth = [], []
+    for i, c in enumerate(cut):
+        seg = dirty["segmentation"][i]
+        classes = {int(r["label"]): KIND_TO_CLASS[str(r["kind"])] for r in by_id[c.id] if str(r["kind"]) in KIND_TO_CLASS}
+        tgt = targets_from_segmentation(seg, classes)
+        d = details[i]
+        inst = d.instances
+        ap_pred.append((inst.scores, inst.masks) if inst is not None else (np.zeros(0), np.zeros((0,) + c.shape, bool)))
+        ap_truth.append(tgt["masks"].numpy().astype(bool))
+        det = detect(c.image, c.sigma, c.mask)
+        sep_central = det.segmap == det.central + 1 if det.central >= 0 else np.zeros(c.shape, bool)
+        learned = d.central_mask if results[i].method == "maskrcnn" else None
+        for m, central in (("maskrcnn", learned), ("sep", sep_central)):
+            central = np.zeros(c.shape, bool) if central is None else central
+            union = (central | (seg == 1)).sum()
+            ious[m].append(float((central & (seg == 1)).sum() / union) if union else 0.0)
+        modelled = np.zeros(c.shape, bool)
+        for nm in d.neighbour_masks:
+            modelled |= nm
+        covered = {"maskrcnn": results[i].mask | modelled, "sep": sep[i].mask}
+        for r in by_id[c.id]:
+            if int(r["label"]) <= 1:
+                continue
+            fp = seg == int(r["label"])
+            if fp.sum() < 10:
+                continue
+            for m in rec:
+                rec[m].append((float(r["mag"]), str(r["kind"]), bool((covered[m] & fp).sum() >= 0.5 * fp.sum())))
+        contam = dirty["noiseless"][i].astype(float) - clean["noiseless"][i].astype(float)
+        footprint = clean["segmentation"][i] == 1
+        central_flux = max(float(clean["noiseless"][i].sum()), 1e-30)
+        for m, mask in (("maskrcnn", results[i].mask), ("sep", sep[i].mask), ("none", np.zeros(c.shape, bool))):
+            left[m].append(float(np.clip(contam[footprint & ~mask], 0, None).sum()) / central_flux)
+        from galmoss_auto.automask.detect import grow
+        left["maskrcnn_unmodelled"].append(
+            float(np.clip(contam[footprint & ~results[i].mask & ~grow(modelled, max(d.margin, 1))], 0, None).sum())
+            / central_flux)
+
+    def recall(rows, lo=-np.inf, hi=np.inf):
+        sel = [hit for mag, _, hit in rows if lo <= mag < hi]
+        return (float(np.mean(sel)) if sel else float("nan")), len(sel)
+
+    out = {"survey": survey, "band": band, "n": len(cut), "seed": seed, "size": size, "blend_prob": blend_prob,
+           "simulate_s": round(t_sim, 1), "mask_ms_per_cutout": round(ms, 1),
+           "n_fallback_sep": int(sum(r.method == "sep" for r in results)),
+           "n_with_neighbours": int(sum(bool(r.neighbours) for r in results)),
+           "n_neighbours": int(sum(len(r.neighbours) for r in results)),
+           "mask_ap50": average_precision(ap_pred, ap_truth)}
+    for m in ("maskrcnn", "sep"):
+        out[f"{m}_central_iou_mean"] = float(np.mean(ious[m]))
+        out[f"{m}_central_iou_median"] = float(np.median(ious[m]))
+        out[f"{m}_contaminant_recall"] = recall(rec[m])[0]
+        out[f"{m}_recall_by_mag"] = {f"{lo}-{hi}": recall(rec[m], lo, hi) for lo, hi in zip(MAG_BINS[:-1], MAG_BINS[1:])}
+    for m, v in left.items():
+        out[f"contaminant_flux_left_{m}_mean"] = float(np.mean(v))
+        out[f"contaminant_flux_left_{m}_p90"] = float(np.percentile(v, 90))
+
+    # fits: alone / sep masks / learned masks + neighbours, sep starting values on each
+    t = time.perf_counter()
+    fits = {}
+    masked_sep = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask) for c, r in zip(cut, sep)]
+    masked_ml = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask) for c, r in zip(cut, results)]
+    fits["alone"] = fit(alone, _init(alone), device="cpu", errors="none")
+    fits["sep"] = fit(masked_sep, _init(masked_sep), device="cpu", errors="none")
+    fits["maskrcnn"], nb_table = fit_with_neighbours(masked_ml, _init(masked_ml), [r.neighbours for r in results],
+                                                     device="cpu", errors="none")
+    out["fit_s"] = round(time.perf_counter() - t, 1)
+    for m, cat in fits.items():
+        out[f"fit_{m}"] = _deltas(cat, truth)
+    clean_scatter = out["fit_alone"]["dmag_scatter"]
+    for m in ("sep", "maskrcnn"):
+        out[f"fit_{m}"]["dmag_scatter_over_alone"] = out[f"fit_{m}"]["dmag_scatter"] / clean_scatter
+    # the galaxies that have a truth blend (close neighbour)
+    blended = np.array([any(str(r["kind"]) == "blend" for r in by_id[c.id]) for c in cut])
+    out["n_with_blend"] = int(blended.sum())
+    for m in fits:
+        dm, dr = np.asarray(out[f"fit_{m}"]["_dm"]), np.asarray(out[f"fit_{m}"]["_dr"])
+        bad = ~np.isfinite(dm) | (np.abs(dm) > 0.5) | (np.abs(dr) > 0.3)
+        out[f"fit_{m}"]["catastrophic_with_blend"] = float(bad[blended].mean()) if blended.any() else float("nan")
+        out[f"fit_{m}"]["dmag_scatter_with_blend"] = robust(dm[blended])
+    return out
+
+
+def _markdown(record: dict) -> str:
+    lines = [f"# Automask benchmark: {record['tag']}", "", f"Machine: {record['machine']}; torch threads "
+             f"{record['threads']}; checkpoints: " + ", ".join(f"{k} (sha256 {v[:12]}...)" for k, v in record["checkpoints"].items()),
+             "", "Held-out simulations (seeds never used in training), contaminated cutouts (neighbours, stars, "
+             "blends) vs the same galaxies simulated alone. Fits: one Sérsic, LM, sep starting values.", ""]
+    hdr = ("| survey | n | central IoU ML / sep | recall ML / sep | AP50 | flux left ML / ML unmodelled / sep / none | "
+           "catastrophic alone / sep / ML | dmag scatter alone / sep / ML | dlog re scatter alone / sep / ML | "
+           "dn scatter alone / sep / ML | ML fallbacks | ms/cutout |")
+    lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
+    for r in record["surveys"]:
+        f = {m: r[f"fit_{m}"] for m in ("alone", "sep", "maskrcnn")}
+        lines.append(
+            f"| {r['survey']}-{r['band']} {r['size']}px | {r['n']} | {r['maskrcnn_central_iou_mean']:.3f} / {r['sep_central_iou_mean']:.3f} | "
+            f"{r['maskrcnn_contaminant_recall']:.3f} / {r['sep_contaminant_recall']:.3f} | {r['mask_ap50']:.3f} | "
+            f"{r['contaminant_flux_left_maskrcnn_mean']:.4f} / {r['contaminant_flux_left_maskrcnn_unmodelled_mean']:.4f} / "
+            f"{r['contaminant_flux_left_sep_mean']:.4f} / {r['contaminant_flux_left_none_mean']:.4f} | "
+            f"{f['alone']['catastrophic']:.3f} / {f['sep']['catastrophic']:.3f} / {f['maskrcnn']['catastrophic']:.3f} | "
+            f"{f['alone']['dmag_scatter']:.4f} / {f['sep']['dmag_scatter']:.4f} / {f['maskrcnn']['dmag_scatter']:.4f} | "
+            f"{f['alone']['dlogre_scatter']:.4f} / {f['sep']['dlogre_scatter']:.4f} / {f['maskrcnn']['dlogre_scatter']:.4f} | "
+            f"{f['alone']['dn_scatter']:.3f} / {f['sep']['dn_scatter']:.3f} / {f['maskrcnn']['dn_scatter']:.3f} | "
+            f"{r['n_fallback_sep']} | {r['mask_ms_per_cutout']:.1f} |")
+    lines += ["", "Recall by contaminant magnitude (ML / sep, count):", ""]
+    for r in record["surveys"]:
+        parts = [f"{k}: {v[0]:.2f} / {r['sep_recall_by_mag'][k][0]:.2f} ({v[1]})"
+                 for k, v in r["maskrcnn_recall_by_mag"].items() if v[1]]
+        lines.append(f"- {r['survey']}: " + "; ".join(parts))
+    lines += ["", "Galaxies with a truth blend (close neighbour): catastrophic fraction alone / sep / ML:", ""]
+    for r in record["surveys"]:
+        f = {m: r[f"fit_{m}"] for m in ("alone", "sep", "maskrcnn")}
+        lines.append(f"- {r['survey']} ({r['n_with_blend']} galaxies): {f['alone']['catastrophic_with_blend']:.3f} / "
+                     f"{f['sep']['catastrophic_with_blend']:.3f} / {f['maskrcnn']['catastrophic_with_blend']:.3f}; "
+                     f"dmag scatter {f['alone']['dmag_scatter_with_blend']:.4f} / {f['sep']['dmag_scatter_with_blend']:.4f} / "
+                     f"{f['maskrcnn']['dmag_scatter_with_blend']:.4f}")
+    if record.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in record["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", nargs="+", required=True, help="SURVEY=FILE per survey, or one FILE for all")
+    p.add_argument("--survey", nargs="+", default=["sdss"])
+    p.add_argument("--band", default="r")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--seed", type=int, default=9101)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--blend-prob", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--workdir", default="/tmp/galmoss_automask_eval")
+    p.add_argument("--tag", default=time.strftime("%Y-%m-%d") + "-vm-cpu-automask")
+    p.add_argument("--note", action="append", default=[])
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from galmoss_auto.automask.predict import MaskRCNNMasker
+    from galmoss_auto.models import sha256_file
+
+    ckpts = {}
+    for item in a.checkpoint:
+        s, _, f = item.rpartition("=")
+        ckpts[s or "*"] = f
+    record = {"tag": a.tag, "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
+              f"{torch.get_num_threads()} torch threads, CPU", "threads": a.threads, "checkpoints": {},
+              "surveys": [], "notes": a.note}
+    for k, survey in enumerate(a.survey):
+        path = ckpts.get(survey, ckpts.get("*"))
+        if path is None:
+            raise SystemExit(f"no checkpoint for survey {survey}")
+        record["checkpoints"][Path(path).name] = sha256_file(path)
+        masker = MaskRCNNMasker(checkpoint=path)
+        r = run_survey(masker, survey, a.band, a.n, a.seed + k, a.size, Path(a.workdir), a.blend_prob)
+        record["surveys"].append(r)
+        print(json.dumps({k: v for k, v in r.items() if not isinstance(v, dict)}), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    slim = json.loads(json.dumps(record, default=float))
+    (RESULTS / f"{a.tag}.json").write_text(json.dumps(slim, indent=1) + "\n")
+    (RESULTS / f"{a.tag}.md").write_text(_markdown(record))
+    print(f"wrote {RESULTS / (a.tag + '.json')} and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

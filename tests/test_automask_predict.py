@@ -1,0 +1,183 @@
+"""The learned batch masker: masks vs neighbours, sep fallbacks and flags, batch == one-by-one,
+checkpoint save -> load -> identical predictions (tiny 64 px cutouts, random or stub networks)."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from galmoss_auto.automask.base import MASKERS, get_masker
+from galmoss_auto.automask.maskrcnn import ARTEFACT, CENTRAL, GALAXY, STAR
+from galmoss_auto.automask.predict import MaskRCNNMasker, instance_params, psf_fwhm_px
+from galmoss_auto.automask.sep_masker import SepMasker
+from galmoss_auto.fitting import Cutout, Flag
+
+SIZE = 64
+
+
+def _psf(fwhm=3.0, n=15):
+    yy, xx = np.indices((n, n)) - n // 2
+    p = np.exp(-(xx ** 2 + yy ** 2) / (2 * (fwhm / 2.3548) ** 2))
+    return p / p.sum()
+
+
+def _blob(x, y, flux, r, q=1.0, size=SIZE):
+    yy, xx = np.indices((size, size), dtype=float)
+    rr = np.hypot(xx - x, (yy - y) / q)
+    prof = np.exp(-rr / r)
+    return flux * prof / prof.sum()
+
+
+def _cutout(gid="a", seed=0, with_sky=False):
+    rng = np.random.default_rng(seed)
+    img = _blob(31.5, 31.5, 3000, 3.0, 0.7) + _blob(44, 36, 800, 2.0) + _blob(8, 52, 300, 0.7)
+    img = img + rng.normal(0, 1, img.shape)
+    meta = {}
+    if with_sky:
+        from galmoss_auto.automask.detect import SkyEstimate
+        meta["sky"] = SkyEstimate(level=0.0, rms=1.0, n_pixels=100)
+    return Cutout(id=gid, image=img, sigma=np.ones_like(img), psf=_psf(), zeropoint=25.0, meta=meta)
+
+
+class StubNet(nn.Module):
+    """Returns fixed detections: a central, an overlapping galaxy, a far star, a cosmic ray."""
+
+    def __init__(self, fail=False, empty=False):
+        super().__init__()
+        self.fail, self.empty = fail, empty
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, images):
+        if self.fail:
+            raise RuntimeError("simulated network failure")
+        yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+
+        def disk(x, y, r):
+            return ((xx - x) ** 2 + (yy - y) ** 2 <= r * r).float()
+
+        masks = torch.stack([disk(31.5, 31.5, 9), disk(44, 36, 5), disk(8, 52, 3),
+                             ((yy == 5) & (xx > 40) & (xx < 50)).float()])[:, None]
+        labels = torch.tensor([CENTRAL, GALAXY, STAR, ARTEFACT])
+        scores = torch.tensor([0.99, 0.9, 0.8, 0.7])
+        if self.empty:
+            masks, labels, scores = masks[:0], labels[:0], scores[:0]
+        out = {"boxes": torch.zeros(len(labels), 4), "labels": labels, "scores": scores, "masks": masks}
+        return [dict(out) for _ in images]
+
+
+def test_masks_far_sources_and_models_overlapping_ones():
+    c = _cutout()
+    res = MaskRCNNMasker(network=StubNet()).mask_batch([c], torch.device("cpu"))[0]
+    assert res.method == "maskrcnn" and res.flags == 0
+    # the overlapping galaxy is a neighbour, started near its true position and flux
+    assert len(res.neighbours) == 1
+    nb = res.neighbours[0]
+    assert nb.kind == "galaxy"
+    assert abs(nb.params["x"] - 45) < 1 and abs(nb.params["y"] - 37) < 1  # 1-based
+    assert 25 - 2.5 * np.log10(800) - 0.3 < nb.params["mag"] < 25 - 2.5 * np.log10(800) + 1.0
+    assert 0.5 <= nb.params["r_e"] < 6 and 0.1 <= nb.params["q"] <= 1 and -90 < nb.params["pa"] <= 90
+    # the far star is masked with a margin; the neighbour and the central are not masked
+    assert res.mask[51, 7] and res.mask[51, 12]  # star centre and its grown edge (r 3 + margin 3)
+    assert not res.mask[36, 44] and not res.mask[31, 31]
+    # the cosmic ray is masked (grown by 1 px)
+    assert res.mask[5, 45] and res.mask[6, 45]
+    assert res.columns["mask_n_neighbours"] == 1 and res.columns["mask_n_objects"] == 4
+
+
+def test_max_neighbours_zero_masks_the_neighbour_outside_the_central():
+    c = _cutout()
+    res = MaskRCNNMasker(network=StubNet(), max_neighbours=0).mask_batch([c], "cpu")[0]
+    assert res.neighbours == []
+    assert res.mask[36, 44]
+    assert not res.mask[31, 31]  # the central's own pixels are never masked
+
+
+def test_sep_fallback_paths_and_flags():
+    c = _cutout()
+    sep = SepMasker()(c)
+    failed = MaskRCNNMasker(network=StubNet(fail=True)).mask_batch([c, _cutout("b", 1)], "cpu")
+    for r in failed:
+        assert r.method == "sep" and r.flags & Flag.MASK_FAILED and r.neighbours == []
+    assert np.array_equal(failed[0].mask, sep.mask)
+    none = MaskRCNNMasker(network=StubNet(empty=True)).mask_batch([c], "cpu")[0]
+    assert none.method == "sep" and none.flags & Flag.NO_CENTRAL_DETECTION
+    assert not none.flags & Flag.MASK_FAILED
+    assert np.array_equal(none.mask, sep.mask)
+
+
+def test_registered_and_needs_a_checkpoint():
+    assert "maskrcnn" in MASKERS
+    with pytest.raises(ValueError, match="checkpoint"):
+        get_masker("maskrcnn")
+    with pytest.raises(ValueError, match="score_thresh"):
+        MaskRCNNMasker(network=StubNet(), score_thresh=1.0)
+
+
+def test_instance_params_and_psf_fwhm():
+    img = _blob(20.0, 30.0, 1000, 2.0, q=0.5)
+    p = instance_params(img, img > 1e-3, 25.0, "galaxy")
+    assert abs(p["x"] - 21.0) < 0.05 and abs(p["y"] - 31.0) < 0.05
+    assert abs(p["mag"] - (25 - 2.5 * np.log10(1000))) < 0.05
+    assert p["q"] == pytest.approx(0.5, abs=0.08)
+    assert abs(p["pa"]) > 85  # elongated along x: pa 90 (CCW from +y)
+    yy, xx = np.indices((64, 64), dtype=float)
+    along_y = np.exp(-np.hypot((xx - 20) / 0.5, yy - 30) / 2.0)
+    assert abs(instance_params(along_y, along_y > 1e-4, 25.0, "galaxy")["pa"]) < 5
+    assert psf_fwhm_px(_psf(3.0, 21)) == pytest.approx(3.0, rel=0.15)
+
+
+@pytest.fixture(scope="module")
+def module():
+    from galmoss_auto.automask.lightning import build_module
+    torch.manual_seed(5)
+    return build_module(arch="slim", size=SIZE, builder={"detections_per_image": 10, "score_thresh": 0.01})
+
+
+def test_batch_equals_one_by_one(module):
+    cut = [_cutout("a", 0), _cutout("b", 1, with_sky=True), _cutout("c", 2)]
+    masker = MaskRCNNMasker(network=module.model, score_thresh=0.05)
+    batch, details = masker.mask_batch(cut, "cpu", return_details=True)
+    assert any(len(d.instances or []) for d in details)  # the comparison is not vacuous
+    for c, b, d in zip(cut, batch, details):
+        one, d1 = masker.mask_batch([c], "cpu", return_details=True)
+        assert np.array_equal(one[0].mask, b.mask) and one[0].flags == b.flags
+        assert [n.params for n in one[0].neighbours] == [n.params for n in b.neighbours]
+        if d.instances is not None:
+            assert np.allclose(d.instances.scores, d1[0].instances.scores, rtol=1e-5, atol=1e-6)
+            assert np.array_equal(d.instances.labels, d1[0].instances.labels)
+
+
+def test_export_load_identical_predictions(module, tmp_path, fp16=True):
+    """float16 storage (the shipped form): the loaded masker predicts exactly what the network
+    with float16-rounded weights predicts, and reproduces the stored reference outputs."""
+    from galmoss_auto.automask.lightning import export, reference_input
+    from galmoss_auto.models import build_model, check_reference, load_checkpoint
+    from galmoss_auto.automask.maskrcnn import maskrcnn
+
+    ev = {"fp16_central_iou_delta": 0.0 if fp16 else -0.5, "central_iou": 0.5}
+    path = export(module, tmp_path, survey="sdss", bands=["r"], training={"command": "test", "seed": 5},
+                  evaluation=ev)
+    state, entry = load_checkpoint(path, with_reference=False)
+    assert entry["stage"] == "automask" and entry["bands"] == ["r"]
+    weight = state["backbone.body.stem.0.weight"]
+    assert weight.dtype == (torch.float16 if fp16 else torch.float32)
+    cut = [_cutout("a", 0), _cutout("b", 1)]
+    loaded = MaskRCNNMasker(checkpoint=path, score_thresh=0.05)
+    if fp16:
+        twin = maskrcnn(**module.builder_kwargs)
+        twin.load_state_dict({k: v.half().float() if v.is_floating_point() else v
+                              for k, v in module.model.state_dict().items()})
+    else:
+        twin = module.model
+    original = MaskRCNNMasker(network=twin, score_thresh=0.05)
+    r1, d1 = loaded.mask_batch(cut, "cpu", return_details=True)
+    r2, d2 = original.mask_batch(cut, "cpu", return_details=True)
+    for a, b, da, db in zip(r1, r2, d1, d2):
+        assert np.array_equal(a.mask, b.mask) and a.flags == b.flags
+        if da.instances is not None:
+            assert np.array_equal(da.instances.scores, db.instances.scores)
+    # the stored reference outputs are reproduced by the loaded network
+    state, entry, ref = load_checkpoint(path, with_reference=True)
+    net = build_model(entry, {k: v.float() for k, v in state.items()})
+    assert check_reference(net, ref) == []
+    assert reference_input().shape == ref["input"].shape
