@@ -63,4 +63,5 @@ class CatalogInitializer:
                               base.columns | {"init_from_catalog": False})
         # sep's own fallback flags do not apply to the values the user gave.
         flags = 0 if len(given) == len(PARAMS) else base.flags
-        return InitResult(base.params | given, flags, base.columns | {"init_from_catalog": True})
+        return InitResult(base.params | given, flags,
+                          base.columns | {"init_from_catalog": True, "init_method": "catalog"})

@@ -53,12 +53,14 @@ class SepInitializer:
         self.detect_config = detect or DetectConfig()
 
     def __call__(self, cutout, detection=None) -> InitResult:
+        # detect() subtracts the measured sky (cutout.meta["sky"]): det.data is sky-free
         det = detection if detection is not None else detect(
             cutout.image, cutout.sigma, cutout.mask, self.detect_config,
             cutout.meta.get("sky"))
         if det.central < 0:
             return InitResult(fallback_guess(cutout),
-                              int(Flag.INIT_FALLBACK | Flag.NO_CENTRAL_DETECTION))
+                              int(Flag.INIT_FALLBACK | Flag.NO_CENTRAL_DETECTION),
+                              {"init_method": "fallback"})
         obj = det.objects[det.central]
         h, w = det.data.shape
         ap_mask = (det.bad | cutout.mask
@@ -75,7 +77,8 @@ class SepInitializer:
         if not flux > 0:
             flux = float(obj["flux"])
         if not flux > 0:
-            return InitResult(fallback_guess(cutout), int(Flag.INIT_FALLBACK))
+            return InitResult(fallback_guess(cutout), int(Flag.INIT_FALLBACK),
+                              {"init_method": "fallback"})
         rmax = np.array([max(r_kron * a, 3.0, 0.5 * max(h, w))])
         radii, _ = sep.flux_radius(det.data, xs, ys, rmax, [0.5, 0.9], normflux=np.array([flux]),
                                    mask=ap_mask, subpix=5)
@@ -98,5 +101,5 @@ class SepInitializer:
         params = {"x": float(x), "y": float(y), "mag": float(mag_from_flux(total, cutout.zeropoint)),
                   "r_e": float(np.clip(r_e_major_from_circular(r50_i, q), 0.5, max(h, w))),
                   "n": n, "q": q, "pa": float(pa_from_sep_theta(theta))}
-        columns = {"init_concentration": float(conc), "init_kron_flux": flux}
+        columns = {"init_concentration": float(conc), "init_kron_flux": flux, "init_method": "sep"}
         return InitResult(params, 0, columns)

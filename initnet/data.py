@@ -1,0 +1,210 @@
+"""Training items for the initializer: simulated shards and real cutouts with labels.
+
+An *item* is a dict: ``image``, ``sigma`` (H, W float32), ``mask`` (H, W bool, True = bad),
+``psf`` (h, w float32, unit sum), ``zeropoint``, ``pixel_scale`` (floats), ``target`` (dict of
+the central galaxy's single-Sérsic parameters in catalog conventions: x, y 1-based, mag, r_e px,
+n, q, pa deg) and ``id``.  :func:`collate` pads a list of items of any sizes into a batch.
+
+* :class:`SimItems` streams simulation folders (``simulate()`` outputs) through
+  :class:`~galmoss_auto.data_scripts.shards.ShardDataset`; the mask is the contaminants'
+  segmentation footprints (labels >= 2) grown by one pixel, standing in for the masker.
+  Centrals without a single-Sérsic truth (bulge+disk populations) are skipped.
+* :class:`LabelledCutouts` holds real cutouts with labels from a catalog of the pipeline's own
+  converged, unflagged fits (``flags == 0``), the self-training recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from galmoss_auto.data_scripts.shards import ShardDataset
+
+__all__ = ["TARGET_KEYS", "SimItems", "LabelledCutouts", "Mixed", "collate", "labels_from_catalog"]
+
+TARGET_KEYS = ("x", "y", "mag", "r_e", "n", "q", "pa")
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def _folder_meta(folder: Path) -> dict:
+    run = folder / "run.json"
+    if not run.is_file():
+        raise FileNotFoundError(f"{folder}: no run.json (not a simulate() output folder)")
+    meta = json.loads(run.read_text())
+    for key in ("zeropoint", "pixel_scale"):
+        if key not in meta:
+            raise ValueError(f"{run}: lacks {key!r}")
+    return meta
+
+
+class SimItems(torch.utils.data.IterableDataset):
+    """Items from one simulation folder; ``shuffle`` permutes shards and cutouts per epoch."""
+
+    def __init__(self, folder, shuffle: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 limit: int | None = None):
+        super().__init__()
+        self.folder = Path(folder)
+        meta = _folder_meta(self.folder)
+        self.zeropoint, self.pixel_scale = float(meta["zeropoint"]), float(meta["pixel_scale"])
+        self.survey, self.band = meta.get("survey", ""), meta.get("band", "")
+        self.shards = ShardDataset(self.folder, keys=("image", "sigma", "psf", "segmentation"),
+                                   shuffle=shuffle, seed=seed, rank=rank, world_size=world_size)
+        self.limit = limit
+
+    def set_epoch(self, epoch: int) -> None:
+        self.shards.set_epoch(epoch)
+
+    def __len__(self):
+        n = len(self.shards)
+        return n if self.limit is None else min(n, self.limit)
+
+    def __iter__(self):
+        count = 0
+        for it in self.shards:
+            if self.limit is not None and count >= self.limit:
+                return
+            t = it["truth"]
+            target = {k: t.get(f"sersic_{k}", math.nan) for k in TARGET_KEYS}
+            if not all(math.isfinite(v) for v in target.values()):
+                continue
+            seg = it["segmentation"].numpy()
+            mask = _grow(seg >= 2)
+            count += 1
+            yield {"image": it["image"], "sigma": it["sigma"], "mask": torch.from_numpy(mask),
+                   "psf": it["psf"], "zeropoint": self.zeropoint, "pixel_scale": self.pixel_scale,
+                   "target": target, "id": it["id"],
+                   "psf_fwhm_arcsec": t.get("psf_fwhm", math.nan)}
+
+
+def labels_from_catalog(catalog, component: str = "sersic") -> dict:
+    """{id: target dict} from a fit catalog (astropy Table or path): rows with ``flags == 0``
+    (converged, unflagged) and finite ``<component>_<p>`` values."""
+    from astropy.table import Table
+
+    table = catalog if hasattr(catalog, "colnames") else Table.read(str(catalog))
+    where = getattr(catalog, "meta", {}).get("source", str(catalog) if not hasattr(catalog, "colnames") else "labels")
+    need = ["id"] + [f"{component}_{k}" for k in TARGET_KEYS]
+    missing = [c for c in need if c not in table.colnames]
+    if missing:
+        raise ValueError(f"{where}: label catalog lacks column(s) {missing}")
+    out = {}
+    flags = np.asarray(table["flags"]) if "flags" in table.colnames else np.zeros(len(table), int)
+    for row, f in zip(table, flags):
+        if int(f) != 0:
+            continue
+        vals = {k: float(row[f"{component}_{k}"]) for k in TARGET_KEYS}
+        if all(math.isfinite(v) for v in vals.values()):
+            out[str(row["id"]).strip()] = vals
+    return out
+
+
+class LabelledCutouts(torch.utils.data.IterableDataset):
+    """Real cutouts (list of :class:`~galmoss_auto.fitting.cutout.Cutout`, masks applied) with
+    labels ``{id: target}`` (see :func:`labels_from_catalog`); cutouts without a label are left
+    out.  Raises ValueError when none is labelled."""
+
+    def __init__(self, cutouts, labels: dict, shuffle: bool = False, seed: int = 0):
+        super().__init__()
+        self.items = []
+        for c in cutouts:
+            target = labels.get(str(c.id))
+            if target is None:
+                continue
+            if c.psf is None:
+                raise ValueError(f"{c.source or c.id}: fine-tuning needs a PSF for every cutout")
+            self.items.append({"image": torch.as_tensor(c.image, dtype=torch.float32),
+                               "sigma": torch.as_tensor(c.sigma if c.sigma is not None else np.ones(c.shape),
+                                                        dtype=torch.float32),
+                               "mask": torch.as_tensor(c.mask, dtype=torch.bool),
+                               "psf": torch.as_tensor(c.psf, dtype=torch.float32),
+                               "zeropoint": float(c.zeropoint),
+                               "pixel_scale": float(c.pixel_scale) if c.pixel_scale else math.nan,
+                               "target": target, "id": str(c.id), "psf_fwhm_arcsec": math.nan})
+        if not self.items:
+            raise ValueError("no cutout has a label (ids must match the label catalog's unflagged rows)")
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __iter__(self):
+        order = np.arange(len(self.items))
+        if self.shuffle:
+            np.random.default_rng([self.seed, self.epoch, 7]).shuffle(order)
+        for i in order:
+            yield self.items[i]
+
+
+class Mixed(torch.utils.data.IterableDataset):
+    """Several item sources interleaved in proportion to their lengths (seeded per epoch)."""
+
+    def __init__(self, sources, seed: int = 0):
+        super().__init__()
+        self.sources = list(sources)
+        if not self.sources:
+            raise ValueError("Mixed needs at least one source")
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        for s in self.sources:
+            s.set_epoch(epoch)
+
+    def __len__(self):
+        return sum(len(s) for s in self.sources)
+
+    def __iter__(self):
+        its = [iter(s) for s in self.sources]
+        left = np.array([len(s) for s in self.sources], float)
+        rng = np.random.default_rng([self.seed, self.epoch, 11])
+        while its:
+            k = rng.choice(len(its), p=left / left.sum()) if len(its) > 1 else 0
+            try:
+                yield next(its[k])
+                left[k] = max(left[k] - 1, 1e-9)
+            except StopIteration:
+                del its[k]
+                left = np.delete(left, k)
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad items into a batch: image/sigma/mask (B, H, W) (padding masked), psf (B, h, w)
+    (zero-padded around its centre to the largest odd size), zeropoint/pixel_scale (B,),
+    target (B, 7) float64 in TARGET_KEYS order, shapes, ids."""
+    B = len(items)
+    H = max(it["image"].shape[0] for it in items)
+    W = max(it["image"].shape[1] for it in items)
+    ph = max(it["psf"].shape[0] // 2 for it in items) * 2 + 1
+    pw = max(it["psf"].shape[1] // 2 for it in items) * 2 + 1
+    image = torch.zeros(B, H, W)
+    sigma = torch.ones(B, H, W)
+    mask = torch.ones(B, H, W, dtype=torch.bool)
+    psf = torch.zeros(B, ph, pw)
+    for i, it in enumerate(items):
+        h, w = it["image"].shape
+        image[i, :h, :w], sigma[i, :h, :w], mask[i, :h, :w] = it["image"], it["sigma"], it["mask"]
+        p = it["psf"]
+        oy, ox = ph // 2 - p.shape[0] // 2, pw // 2 - p.shape[1] // 2
+        psf[i, oy:oy + p.shape[0], ox:ox + p.shape[1]] = p
+    target = torch.tensor([[it["target"][k] for k in TARGET_KEYS] for it in items], dtype=torch.float64)
+    return {"image": image, "sigma": sigma, "mask": mask, "psf": psf,
+            "zeropoint": torch.tensor([it["zeropoint"] for it in items], dtype=torch.float32),
+            "pixel_scale": torch.tensor([it["pixel_scale"] for it in items], dtype=torch.float32),
+            "target": target, "shapes": [tuple(it["image"].shape) for it in items],
+            "ids": [it["id"] for it in items],
+            "psf_fwhm_arcsec": torch.tensor([it.get("psf_fwhm_arcsec", math.nan) for it in items])}

@@ -1,0 +1,239 @@
+"""What the network sees: a fixed-size crop around the detected centre, stretched, plus scalars.
+
+All steps are batched tensor operations (first axis = galaxy) and run on the device of the
+inputs, in the main process:
+
+1. **Centre**: the peak of the 5x5-box-smoothed S/N map (``image / sigma``, masked pixels 0)
+   within ``search_radius`` (default 6) pixels of the cutout's geometric centre, where a
+   survey cutout puts its target; an integer pixel, so cropping never interpolates.
+2. **Crop**: ``crop`` x ``crop`` pixels (default 64, native resolution) with that pixel at index
+   ``crop // 2``; outside the cutout the crop is masked.
+3. **Reference flux** ``F_ref``: the unmasked flux inside a circle of ``aperture`` (default 16)
+   pixels around the centre, at least 3 times its noise; the network predicts the magnitude
+   *relative* to ``mag_ref = zp - 2.5 log10 F_ref``.
+4. **Channels** (``in_channels`` = 3): ``asinh(S/N) / 3`` (faint outskirts and noise level),
+   ``10 image / F_ref`` (the profile's shape, independent of brightness), the mask (1 = bad);
+   masked pixels are 0 in the first two.
+5. **Scalars** (10): ln PSF FWHM (pixels; half-maximum area), PSF e1, e2 (Gaussian-weighted
+   moments), log10 pixel scale (arcsec), log10 S/N of ``F_ref``, masked fraction of the
+   aperture, and cheap measurements of the galaxy itself (:func:`light_measures`): ln r50
+   (radius enclosing half of ``F_ref``, px), ln(r90 / r50), and the moment ellipticity
+   e1, e2.  They give the network a well-conditioned first guess to correct rather than to
+   rediscover.  A cutout without a PSF is treated as unresolved (FWHM 1 px, round).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["N_CHANNELS", "N_SCALARS", "NetInputs", "psf_scalars", "light_measures", "prepare_inputs", "stack_cutouts"]
+
+N_CHANNELS = 3
+N_SCALARS = 10
+
+
+@dataclass
+class NetInputs:
+    """A prepared batch.  Shapes: B = galaxies, C = crop side in pixels.
+
+    x : (B, 3, C, C) network channels.  scalars : (B, 6).
+    image, sigma : (B, C, C) the crop in image units.  mask : (B, C, C) bool, True = bad.
+    psf : (B, h, w) unit-sum PSFs.  zeropoint, mag_ref, snr, r50 : (B,).
+    origin : (B, 2) long, (row, col) 0-based cutout coordinates of the crop's first pixel.
+    centre : int, crop index of the detected centre pixel (crop // 2).
+    psf_fwhm : (B,) PSF FWHM in pixels.
+    """
+
+    x: torch.Tensor
+    scalars: torch.Tensor
+    image: torch.Tensor
+    sigma: torch.Tensor
+    mask: torch.Tensor
+    psf: torch.Tensor
+    zeropoint: torch.Tensor
+    mag_ref: torch.Tensor
+    snr: torch.Tensor
+    origin: torch.Tensor
+    centre: int
+    psf_fwhm: torch.Tensor
+    r50: torch.Tensor | None = None
+
+
+def light_measures(img: torch.Tensor, good: torch.Tensor, in_ap: torch.Tensor, f_ref: torch.Tensor,
+                   centre: int, step: float = 0.5):
+    """(r50, r90, e1, e2) of crops (B, C, C) about pixel ``centre``: radii (px) enclosing 50 %
+    and 90 % of ``f_ref`` (cumulative flux in ``step``-px annuli inside the aperture, linearly
+    interpolated), and the ellipticity of the second moments of the positive flux inside
+    max(3, 2 r50) px (e1 > 0: elongated along x)."""
+    B, C, _ = img.shape
+    d = torch.arange(C, device=img.device, dtype=torch.float32) - centre
+    yy, xx = d[:, None], d[None, :]
+    r = torch.sqrt(yy * yy + xx * xx)
+    nb = int(r[in_ap].max() / step) + 2
+    idx = (r / step).long().clamp(max=nb - 1).flatten()
+    f = torch.where(good & in_ap[None], img, torch.zeros_like(img)).flatten(1)
+    prof = torch.zeros(B, nb, device=img.device).index_add_(1, idx, f)
+    cum = prof.cumsum(1) / f_ref[:, None]
+    edges = (torch.arange(nb, device=img.device, dtype=torch.float32) + 1) * step
+
+    def radius(frac):
+        k = (cum < frac).sum(1).clamp(max=nb - 1)
+        c_hi = cum.gather(1, k[:, None])[:, 0]
+        c_lo = torch.where(k > 0, cum.gather(1, (k - 1).clamp(min=0)[:, None])[:, 0], torch.zeros_like(c_hi))
+        t = ((frac - c_lo) / (c_hi - c_lo).clamp(min=1e-6)).clamp(0, 1)
+        return (edges[k] - step + t * step).clamp(min=0.25)
+
+    r50, r90 = radius(0.5), radius(0.9)
+    w = torch.where(good & (r[None] <= torch.clamp(2.0 * r50, min=3.0)[:, None, None]),
+                    img.clamp(min=0), torch.zeros_like(img))
+    ws = w.sum(dim=(1, 2)).clamp(min=1e-30)
+    mx = (w * xx).sum(dim=(1, 2)) / ws
+    my = (w * yy).sum(dim=(1, 2)) / ws
+    ixx = (w * xx * xx).sum(dim=(1, 2)) / ws - mx * mx
+    iyy = (w * yy * yy).sum(dim=(1, 2)) / ws - my * my
+    ixy = (w * xx * yy).sum(dim=(1, 2)) / ws - mx * my
+    t = (ixx + iyy).clamp(min=1e-6)
+    return r50, r90, (ixx - iyy) / t, 2.0 * ixy / t
+
+
+def psf_scalars(psf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(FWHM px, e1, e2) of PSF images (B, h, w).  FWHM from the area above half maximum
+    (``2 sqrt(A / pi)``, with the fractional crossing pixel counted by linear weight), e1, e2
+    from moments weighted by a Gaussian of that FWHM around the centre pixel."""
+    p = psf.clamp(min=0)
+    p = p / p.sum(dim=(-2, -1), keepdim=True).clamp(min=1e-30)
+    peak = p.amax(dim=(-2, -1), keepdim=True)
+    # soft count: pixels well above half max count 1, those near it partly (smooth in FWHM)
+    frac = ((p / peak - 0.5) / 0.25 + 0.5).clamp(0, 1)
+    area = frac.sum(dim=(-2, -1))
+    fwhm = 2.0 * torch.sqrt(area / math.pi)
+    h, w = p.shape[-2:]
+    yy = (torch.arange(h, device=p.device, dtype=p.dtype) - h // 2)[:, None]
+    xx = (torch.arange(w, device=p.device, dtype=p.dtype) - w // 2)[None, :]
+    s2 = (fwhm / 2.3548).clamp(min=0.5)[:, None, None] ** 2
+    wgt = p * torch.exp(-0.5 * (xx * xx + yy * yy) / s2)
+    wsum = wgt.sum(dim=(-2, -1)).clamp(min=1e-30)
+    ixx = (wgt * xx * xx).sum(dim=(-2, -1)) / wsum
+    iyy = (wgt * yy * yy).sum(dim=(-2, -1)) / wsum
+    ixy = (wgt * xx * yy).sum(dim=(-2, -1)) / wsum
+    t = (ixx + iyy).clamp(min=1e-12)
+    return fwhm, (ixx - iyy) / t, 2.0 * ixy / t
+
+
+def stack_cutouts(cutouts, device) -> dict:
+    """Stack cutouts of any sizes into padded tensors on ``device``.
+
+    The measured sky (``cutout.meta["sky"].level``, when present) is subtracted.  Images are
+    padded (masked) to the largest size, PSFs zero-padded symmetrically to the
+    largest odd size (their centre pixel stays the centre).  Returns a dict with image, sigma,
+    mask (B, H, W), psf (B, h, w), zeropoint, pixel_scale (B,), shapes (list of (h, w)).
+    """
+    B = len(cutouts)
+    H = max(c.shape[0] for c in cutouts)
+    W = max(c.shape[1] for c in cutouts)
+    psfs = [c.psf if c.psf is not None else _delta_psf() for c in cutouts]
+    ph = max(p.shape[0] // 2 for p in psfs) * 2 + 1
+    pw = max(p.shape[1] // 2 for p in psfs) * 2 + 1
+    image = np.zeros((B, H, W), np.float32)
+    sigma = np.ones((B, H, W), np.float32)
+    mask = np.ones((B, H, W), bool)
+    psf = np.zeros((B, ph, pw), np.float32)
+    for i, c in enumerate(cutouts):
+        h, w = c.shape
+        # starting values describe the galaxy alone: remove the measured sky, when there is one
+        sky = getattr(c, "meta", {}).get("sky")
+        image[i, :h, :w] = c.image - float(getattr(sky, "level", 0.0) or 0.0)
+        sigma[i, :h, :w] = 1.0 if c.sigma is None else c.sigma
+        mask[i, :h, :w] = c.mask
+        p = psfs[i]
+        oy, ox = ph // 2 - p.shape[0] // 2, pw // 2 - p.shape[1] // 2
+        psf[i, oy:oy + p.shape[0], ox:ox + p.shape[1]] = p
+    pix = [c.pixel_scale if c.pixel_scale else float("nan") for c in cutouts]
+    t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)
+    return {"image": t(image), "sigma": t(sigma), "mask": t(mask, torch.bool), "psf": t(psf),
+            "zeropoint": t([c.zeropoint for c in cutouts]), "pixel_scale": t(pix),
+            "shapes": [tuple(c.shape) for c in cutouts]}
+
+
+def _delta_psf() -> np.ndarray:
+    # an unresolved PSF for cutouts without one: a 3x3 kernel of FWHM ~1 px
+    k = np.array([[0.0625, 0.125, 0.0625], [0.125, 0.25, 0.125], [0.0625, 0.125, 0.0625]], np.float32)
+    return k
+
+
+def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor, psf: torch.Tensor,
+                   zeropoint: torch.Tensor, pixel_scale: torch.Tensor, crop: int = 64,
+                   aperture: float = 16.0, search_radius: float = 6.0,
+                   shapes: list | None = None) -> NetInputs:
+    """Batch of cutouts (B, H, W) -> :class:`NetInputs` (see the module docstring).
+
+    ``shapes``: each cutout's true (h, w) when the batch is padded (the geometric centre is
+    taken from it); default (H, W) for all.  ``pixel_scale`` NaN (unknown) is read as 0.262".
+    """
+    if crop < 16 or crop % 2:
+        raise ValueError(f"crop must be an even number of pixels >= 16, got {crop}")
+    B, H, W = image.shape
+    dev = image.device
+    image, sigma = image.to(torch.float32), sigma.to(torch.float32)
+    mask = mask.to(torch.bool) | ~torch.isfinite(image) | ~(sigma > 0)
+    sigma = torch.where(sigma > 0, sigma, torch.ones_like(sigma))
+    image = torch.where(torch.isfinite(image), image, torch.zeros_like(image))
+    snr = torch.where(mask, torch.zeros_like(image), image / sigma)
+    if shapes is None:
+        cy = torch.full((B,), (H - 1) / 2.0, device=dev)
+        cx = torch.full((B,), (W - 1) / 2.0, device=dev)
+    else:
+        cy = torch.tensor([(s[0] - 1) / 2.0 for s in shapes], device=dev)
+        cx = torch.tensor([(s[1] - 1) / 2.0 for s in shapes], device=dev)
+    smooth = F.avg_pool2d(snr[:, None], 5, stride=1, padding=2)[:, 0]
+    yy = torch.arange(H, device=dev, dtype=torch.float32)[None, :, None]
+    xx = torch.arange(W, device=dev, dtype=torch.float32)[None, None, :]
+    near = (yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2 <= search_radius ** 2
+    score = torch.where(near, smooth, torch.full_like(smooth, -1e30)).flatten(1)
+    best = score.argmax(dim=1)
+    py, px = best // W, best % W
+    half = crop // 2
+    oy, ox = py - half, px - half
+    # crop with padding: pad by `crop` on every side, masked
+    pad = crop
+    img_p = F.pad(image, (pad, pad, pad, pad))
+    sig_p = F.pad(sigma, (pad, pad, pad, pad), value=1.0)
+    msk_p = F.pad(mask, (pad, pad, pad, pad), value=True)
+    rows = (oy + pad)[:, None] + torch.arange(crop, device=dev)[None, :]
+    cols = (ox + pad)[:, None] + torch.arange(crop, device=dev)[None, :]
+    bidx = torch.arange(B, device=dev)[:, None, None]
+    ri, ci = rows[:, :, None], cols[:, None, :]
+    c_img, c_sig, c_msk = img_p[bidx, ri, ci], sig_p[bidx, ri, ci], msk_p[bidx, ri, ci]
+
+    good = ~c_msk
+    r2 = ((torch.arange(crop, device=dev) - half) ** 2)
+    in_ap = (r2[:, None] + r2[None, :]) <= aperture ** 2
+    ap = good & in_ap[None]
+    flux = torch.where(ap, c_img, torch.zeros_like(c_img)).sum(dim=(1, 2))
+    noise = torch.sqrt(torch.where(ap, c_sig ** 2, torch.zeros_like(c_sig)).sum(dim=(1, 2))).clamp(min=1e-30)
+    f_ref = torch.maximum(flux, 3.0 * noise)
+    mag_ref = zeropoint.to(torch.float32) - 2.5 * torch.log10(f_ref)
+    snr_ref = flux.clamp(min=0) / noise
+    masked_frac = 1.0 - ap.sum(dim=(1, 2)).float() / in_ap.sum().float()
+
+    s = torch.where(good, c_img / c_sig, torch.zeros_like(c_img))
+    lin = torch.where(good, 10.0 * c_img / f_ref[:, None, None], torch.zeros_like(c_img))
+    x = torch.stack([torch.asinh(s) / 3.0, lin.clamp(-10, 10), c_msk.float()], dim=1)
+
+    psf = psf.to(torch.float32)
+    psf = psf / psf.sum(dim=(-2, -1), keepdim=True).clamp(min=1e-30)
+    fwhm, e1, e2 = psf_scalars(psf)
+    pix = torch.where(torch.isfinite(pixel_scale), pixel_scale.to(torch.float32),
+                      torch.full_like(pixel_scale, 0.262, dtype=torch.float32))
+    r50, r90, g1, g2 = light_measures(c_img, good, in_ap, f_ref, half)
+    scalars = torch.stack([torch.log(fwhm.clamp(min=0.3)), e1, e2, torch.log10(pix),
+                           torch.log10(snr_ref.clamp(min=1.0)), masked_frac,
+                           torch.log(r50), torch.log(r90 / r50).clamp(0, 3), g1, g2], dim=1)
+    return NetInputs(x=x, scalars=scalars, image=c_img, sigma=c_sig, mask=c_msk, psf=psf,
+                     zeropoint=zeropoint.to(torch.float32), mag_ref=mag_ref, snr=snr_ref,
+                     origin=torch.stack([oy, ox], dim=1), centre=half, psf_fwhm=fwhm, r50=r50)

@@ -1,0 +1,116 @@
+"""The initializer network: a torchvision ResNet trunk on a single-band crop, plus scalars.
+
+Builders (torchvision-detection style: small functions over composable modules):
+
+* :func:`build_initnet` ``(arch="compact", ...)``: the model as the zoo stores it; ``arch`` is
+  ``"compact"`` (default; torchvision :class:`~torchvision.models.resnet.BasicBlock` stages of
+  widths 16-32-64-128, 2 blocks each, 0.72 M parameters, 1.4 MB in fp16), ``"resnet18"``,
+  ``"resnet34"`` or ``"resnet50"`` (torchvision's own builders, random initialisation).
+* Every trunk gets a stem for one band (``in_channels`` derived channels of one image, see
+  :mod:`galmoss_auto.initnet.inputs`): a 3x3 stride-2 convolution and no max-pool, since a 64 px
+  crop cannot afford the 4x reduction of ImageNet's 7x7/2 + pool stem.
+
+Forward: ``model(x (B, C_in, S, S), scalars (B, N_SCALARS)) -> (mean (B, K), log_sigma (B, K))``
+in the standardised output coordinates of :mod:`galmoss_auto.initnet.encoding`.  The scalars
+(PSF size and shape, pixel scale, S/N, masked fraction) join the pooled features before the head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet as tv
+
+from .encoding import COORDS
+from .inputs import N_CHANNELS, N_SCALARS
+
+__all__ = ["ARCHS", "InitNet", "compact_trunk", "torchvision_trunk", "build_initnet"]
+
+ARCHS = ("compact", "resnet18", "resnet34", "resnet50")
+
+
+def _stem(in_channels: int, width: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
+                         nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+
+
+def compact_trunk(in_channels: int = N_CHANNELS, widths=(16, 32, 64, 128),
+                  blocks=(2, 2, 2, 2)) -> tuple[nn.Module, int]:
+    """A slim ResNet of torchvision BasicBlocks: stem (stride 2), then one stage per width
+    (stride 1, then 2).  Returns (module mapping images to (B, widths[-1]) features, width)."""
+    if len(widths) != len(blocks) or not widths:
+        raise ValueError(f"widths {widths} and blocks {blocks} must be non-empty and of equal length")
+    layers = [_stem(in_channels, widths[0])]
+    inplanes = widths[0]
+    for i, (w, nb) in enumerate(zip(widths, blocks)):
+        stride = 1 if i == 0 else 2
+        down = None
+        if stride != 1 or inplanes != w:
+            down = nn.Sequential(tv.conv1x1(inplanes, w, stride), nn.BatchNorm2d(w))
+        stage = [tv.BasicBlock(inplanes, w, stride, down)]
+        stage += [tv.BasicBlock(w, w) for _ in range(nb - 1)]
+        layers.append(nn.Sequential(*stage))
+        inplanes = w
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return nn.Sequential(*layers), inplanes
+
+
+def torchvision_trunk(arch: str, in_channels: int = N_CHANNELS) -> tuple[nn.Module, int]:
+    """torchvision's resnet18/34/50 (no pretrained weights) with a one-band stem and no fc."""
+    builders = {"resnet18": tv.resnet18, "resnet34": tv.resnet34, "resnet50": tv.resnet50}
+    if arch not in builders:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    net = builders[arch](weights=None)
+    net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=2, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    width = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, width
+
+
+class InitNet(nn.Module):
+    """Trunk + head: features ++ scalars -> (mean, log_sigma) of ``n_outputs`` coordinates."""
+
+    def __init__(self, trunk: nn.Module, width: int, n_scalars: int = N_SCALARS,
+                 n_outputs: int = len(COORDS), hidden: int = 128):
+        super().__init__()
+        self.trunk = trunk
+        self.n_outputs = n_outputs
+        self.n_scalars = n_scalars
+        self.head = nn.Sequential(nn.Linear(width + n_scalars, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, 2 * n_outputs))
+        # start near the standardised mean with unit uncertainty
+        nn.init.zeros_(self.head[-1].bias)
+        nn.init.normal_(self.head[-1].weight, std=1e-3)
+
+    def forward(self, x: torch.Tensor, scalars: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scalars=None``: ``x`` is the packed single-tensor form (B, C_in + 1, S, S) whose
+        last channel holds the scalars in its first row (:meth:`pack`; what the zoo's
+        reference check feeds a network)."""
+        if scalars is None:
+            x, scalars = x[:, :-1], x[:, -1, 0, :self.n_scalars]
+        feats = self.trunk(x)
+        out = self.head(torch.cat([feats, scalars.to(feats.dtype)], dim=1))
+        mean, log_sigma = out[:, :self.n_outputs], out[:, self.n_outputs:]
+        return mean, log_sigma.clamp(-7.0, 5.0)
+
+    def pack(self, x: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        """(x, scalars) -> the packed single tensor :meth:`forward` also accepts."""
+        extra = x.new_zeros(x.shape[0], 1, *x.shape[-2:])
+        extra[:, 0, 0, :self.n_scalars] = scalars
+        return torch.cat([x, extra], dim=1)
+
+
+def build_initnet(arch: str = "compact", in_channels: int = N_CHANNELS, n_scalars: int = N_SCALARS,
+                  n_outputs: int = len(COORDS), hidden: int = 128, widths=(16, 32, 64, 128),
+                  blocks=(2, 2, 2, 2)) -> InitNet:
+    """The initializer network (see the module docstring).  ``widths``/``blocks`` apply to
+    ``arch="compact"`` only.  Random initialisation (no pretrained weights exist for it)."""
+    if arch == "compact":
+        trunk, width = compact_trunk(in_channels, tuple(widths), tuple(blocks))
+    elif arch in ARCHS:
+        trunk, width = torchvision_trunk(arch, in_channels)
+    else:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    return InitNet(trunk, width, n_scalars, n_outputs, hidden)

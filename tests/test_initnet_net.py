@@ -1,0 +1,83 @@
+"""initnet network and encoding: shapes, output ranges, coordinate round trips."""
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from galmoss_auto.initnet.encoding import (COORDS, natural_from_coords, standardise, targets_from_catalog,
+                                           to_catalog, unstandardise, valid_mask)
+from galmoss_auto.initnet.inputs import N_CHANNELS, N_SCALARS, prepare_inputs, psf_scalars, stack_cutouts
+from galmoss_auto.initnet.resnet import build_initnet
+
+sys.path.insert(0, str(Path(__file__).parent))  # the shared tiny-data helpers beside this file
+from initnet_helpers import make_galaxies, moffat_psf
+
+
+@pytest.mark.parametrize("arch", ["compact", "resnet18"])
+def test_network_shapes_and_packed_form(arch):
+    torch.manual_seed(0)
+    kw = {"widths": (8, 8, 16, 16), "blocks": (1, 1, 1, 1), "hidden": 16} if arch == "compact" else {}
+    net = build_initnet(arch, **kw).eval()
+    x, s = torch.randn(3, N_CHANNELS, 32, 32), torch.randn(3, N_SCALARS)
+    mean, log_sigma = net(x, s)
+    assert mean.shape == (3, len(COORDS)) and log_sigma.shape == (3, len(COORDS))
+    assert torch.isfinite(mean).all() and (log_sigma >= -7).all() and (log_sigma <= 5).all()
+    m2, l2 = net(net.pack(x, s))
+    assert torch.equal(mean, m2) and torch.equal(log_sigma, l2)
+
+
+def test_compact_default_is_small():
+    net = build_initnet()
+    n = sum(p.numel() for p in net.parameters())
+    assert n * 2 < 5e6          # one fp16 file well under 5 MB
+
+
+def test_unknown_arch_names_the_choices():
+    with pytest.raises(ValueError, match="resnet50"):
+        build_initnet("vgg")
+
+
+def test_inputs_centre_crop_and_scalars():
+    cutouts, truth, _ = make_galaxies(n=4, size=40)
+    s = stack_cutouts(cutouts, "cpu")
+    inp = prepare_inputs(s["image"], s["sigma"], s["mask"], s["psf"], s["zeropoint"], s["pixel_scale"],
+                         crop=32, aperture=10.0, shapes=s["shapes"])
+    assert inp.x.shape == (4, N_CHANNELS, 32, 32) and inp.scalars.shape == (4, N_SCALARS)
+    # the detected centre pixel is within 1.5 px of the true centre
+    cx = inp.origin[:, 1].numpy() + inp.centre + 1
+    cy = inp.origin[:, 0].numpy() + inp.centre + 1
+    assert np.all(np.abs(cx - truth["x"]) < 1.5) and np.all(np.abs(cy - truth["y"]) < 1.5)
+    # reference magnitude: within 0.5 mag of the truth (aperture flux of a bright galaxy)
+    assert np.all(np.abs(inp.mag_ref.numpy() - truth["mag"]) < 0.5)
+    fwhm, e1, e2 = psf_scalars(torch.as_tensor(moffat_psf(fwhm=3.0))[None])
+    assert abs(float(fwhm) - 3.0) < 0.5 and abs(float(e1)) < 1e-3 and abs(float(e2)) < 1e-3
+
+
+def test_coordinates_round_trip_to_catalog():
+    cutouts, truth, _ = make_galaxies(n=5, size=40)
+    origin = torch.tensor([[4, 5]] * 5)
+    mag_ref = torch.full((5,), 18.0, dtype=torch.float64)
+    t = {k: torch.tensor(v) for k, v in truth.items()}
+    coords = targets_from_catalog(t["x"], t["y"], t["mag"], t["r_e"], t["n"], t["q"], t["pa"], origin, 16, mag_ref)
+    back = to_catalog(coords, origin, 16, mag_ref)
+    for k in ("x", "y", "mag", "r_e", "n", "q"):
+        np.testing.assert_allclose(back[k].numpy(), truth[k], rtol=1e-9, atol=1e-9)
+    dpa = (back["pa"].numpy() - truth["pa"] + 90) % 180 - 90
+    assert np.abs(dpa).max() < 1e-6
+    np.testing.assert_allclose(unstandardise(standardise(coords)).numpy(), coords.numpy(), atol=1e-12)
+    assert valid_mask(coords, 32).all()
+    nat = natural_from_coords(coords, 16, mag_ref)
+    np.testing.assert_allclose(nat["x"].numpy(), truth["x"] - 1 - 5, atol=1e-9)
+
+
+def test_valid_mask_rejects_unphysical_predictions():
+    good = torch.tensor([[0.1, -0.2, 0.0, 0.5, 0.1, 0.7, 0.0, 1.0]])
+    assert valid_mask(good, 64).all()
+    for k, bad in [(0, 40.0), (2, 9.0), (3, 3.0), (4, 1.5), (5, -0.1), (5, 2.0), (1, math.nan)]:
+        c = good.clone()
+        c[0, k] = bad
+        assert not valid_mask(c, 64).any(), (COORDS[k], bad)
