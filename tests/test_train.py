@@ -1,0 +1,198 @@
+"""``galmoss-auto train``: option checks (exit 2), the orchestration on a tiny stage (zoo entry,
+report, resume, refusal to clobber), a 2-process DDP training (gloo, in a subprocess: DDP
+re-launches sys.argv) writing one checkpoint, and (slow) the real stages end to end on a custom
+survey TOML."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("galsim")
+
+from galmoss_auto.pipelines import report, train  # noqa: E402
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    """Train the tiny test stage (tests/train_tiny_stage.py) under the name initnet."""
+    monkeypatch.syspath_prepend(str(TESTS))
+    monkeypatch.setattr(train, "STAGES", {"initnet": "train_tiny_stage"})
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """A --data folder: 16 training and 8 validation 32-px SDSS cutouts (train/, val/)."""
+    from galmoss_auto.data_scripts.simulate import simulate
+    root = tmp_path_factory.mktemp("trainsim")
+    simulate("sdss", "r", 16, 1, root / "train", size=32, progress=False, workers=1)
+    simulate("sdss", "r", 8, 1 + train.VAL_SEED_OFFSET, root / "val", size=32, progress=False,
+             workers=1)
+    return root
+
+
+def _steps(zoo: Path) -> list[int]:
+    """Optimizer steps logged in the CSV logs (every version)."""
+    m = report.read_metrics(zoo / "lightning" / "initnet" / "logs")
+    return sorted({s for v in m.values() for s, _ in v})
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"--survey": "nosuch"}, "unknown survey 'nosuch'"),
+    ({"--band": "q"}, "has no band 'q'"),
+    ({"--n-train": "0"}, "--n-train must be >= 1"),
+    ({"--epochs": "0"}, "--epochs must be >= 1"),
+    ({"--real": "x"}, "--real and --labels go together"),
+    ({"--labels": "x"}, "--real and --labels go together"),
+    ({"--resume": None, "--overwrite": None}, "exclude each other"),
+    ({"--num-nodes": "2"}, "torchrun or srun"),
+    ({"--size": "16"}, "--size must be >= 32"),
+    ({"--data": "/nonexistent/sim"}, "--data"),
+    ({"--precision": "16-mixed", "--accelerator": "cpu"}, "needs a GPU"),
+    ({"--serve-bands": "g"}, "must include the trained band"),
+    ({"--serve-bands": "r,q"}, "'q'"),
+])
+def test_bad_options_exit_2(tmp_path, capsys, extra, message):
+    opts = {"--survey": "sdss", "--band": "r", "--out": str(tmp_path / "zoo"), **extra}
+    argv = [x for k, v in opts.items() for x in ((k,) if v is None else (k, v))]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "galmoss-auto train: error:" in err and message in err
+    assert not (tmp_path / "zoo").exists()          # nothing written before the checks pass
+
+
+def test_unknown_stage_module_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(train, "STAGES", {"initnet": "galmoss_auto.no_such_stage"})
+    assert train.main(["--survey", "sdss", "--band", "r", "--out", str(tmp_path)]) == 2
+    assert "no_such_stage cannot be imported" in capsys.readouterr().err
+
+
+def test_shard_layout_equal_per_rank():
+    assert train.shard_layout(600, 1) == (600, 128)
+    for n, world in ((600, 2), (3000, 4), (7, 2), (129, 3)):
+        count, size = train.shard_layout(n, world)
+        assert count >= n and size <= 128 and count % (size * world) == 0
+
+
+def test_tiny_stage_zoo_report_resume(tiny, sim, tmp_path, capsys):
+    zoo = tmp_path / "zoo"
+    common = ["--survey", "sdss", "--band", "r", "--out", str(zoo), "--data", str(sim),
+              "--no-progress", "--seed", "3"]
+    base = common + ["--epochs", "1"]
+    assert train.main(base) == 0
+    reg = json.loads((zoo / "registry.json").read_text())["entries"]
+    assert len(reg) == 1
+    entry = reg[0]
+    t = entry["training"]
+    assert t["seed"] == 3 and t["n_train"] == 16 and t["epochs"] == 1 and t["galmoss_auto_version"]
+    assert "--survey sdss --band r" in t["reproduce"] and "--seed 3" in t["reproduce"]
+    assert t["simulator"]["name"] == "sdss" and t["simulator"]["pixel_scale"] == 0.396
+    assert (zoo / entry["file"]).is_file()
+    md = (zoo / "report" / "initnet.md").read_text()
+    assert "| mae_mag |" in md and "initnet_loss.png" in md and "pred_vs_true.png" in md
+    assert (zoo / "report" / "initnet_loss.png").stat().st_size > 1000
+    ckpts = sorted(p.name for p in (zoo / "lightning" / "initnet" / "checkpoints").iterdir())
+    assert ckpts == ["last.ckpt"]
+    assert max(_steps(zoo)) == 3                      # 16 cutouts / batch 4 = 4 steps (0..3)
+
+    # a second training into the same zoo must not silently start over
+    assert train.main(base) == 2
+    assert "use --resume" in capsys.readouterr().err
+    # --resume continues from last.ckpt: epoch 2 adds steps 4..7 in a new log version
+    assert train.main(common + ["--epochs", "2", "--resume"]) == 0
+    assert max(_steps(zoo)) == 7
+    assert len(list((zoo / "lightning" / "initnet" / "logs").glob("version_*"))) == 2
+    assert json.loads((zoo / "registry.json").read_text())["entries"][0]["training"]["epochs"] == 2
+
+
+def test_serve_bands_all_registers_every_preset_band(tiny, sim, tmp_path):
+    """A checkpoint trained on r and served for all SDSS bands is found for g as well."""
+    from galmoss_auto.models import resolve_checkpoint
+    zoo = tmp_path / "zoo"
+    assert train.main(["--survey", "sdss", "--band", "r", "--out", str(zoo), "--data", str(sim),
+                       "--no-progress", "--epochs", "1", "--serve-bands", "all"]) == 0
+    entry = json.loads((zoo / "registry.json").read_text())["entries"][0]
+    assert sorted(entry["bands"]) == sorted(["u", "g", "r", "i", "z"])
+    assert "--serve-bands all" in entry["training"]["reproduce"]
+    assert resolve_checkpoint("initnet", "sdss", "g", zoo=zoo) is not None
+
+
+_DDP_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from galmoss_auto.pipelines import train
+train.STAGES.clear()
+train.STAGES["initnet"] = "train_tiny_stage"
+sys.exit(train.main(sys.argv[1:]))
+"""
+
+
+def test_ddp_two_processes_write_one_checkpoint(sim, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(_DDP_SCRIPT.format(tests=str(TESTS)))
+    zoo = tmp_path / "zoo"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID"):
+        env.pop(k, None)
+    proc = subprocess.run([sys.executable, str(script), "--survey", "sdss", "--band", "r",
+                           "--out", str(zoo), "--data", str(sim), "--epochs", "1",
+                           "--devices", "2", "--accelerator", "cpu", "--no-progress"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Starting with 2 processes" in proc.stderr + proc.stdout
+    ckpts = list((zoo / "lightning" / "initnet" / "checkpoints").iterdir())
+    assert [p.name for p in ckpts] == ["last.ckpt"]
+    # DistributedSampler: each rank took 8 of the 16 cutouts, so an epoch is 2 steps, not 4
+    assert max(_steps(zoo)) == 1
+    entries = json.loads((zoo / "registry.json").read_text())["entries"]
+    assert len(entries) == 1 and entries[0]["training"]["devices"] == 2
+    assert len(list(zoo.glob("*.safetensors"))) == 1
+    assert not list((zoo / "lightning").glob("plan-*.json"))          # cleaned up by rank 0
+
+
+def test_metrics_table_layouts():
+    nested = report.metrics_table({"net": {"iou": 0.9, "ap50": 0.5}, "sep": {"iou": 0.7}})
+    assert "| metric | net | sep |" in nested and "| iou | 0.9 | 0.7 |" in nested
+    flat = report.metrics_table({"n": 32, "initnet_sigma_mag": 0.05, "sep_sigma_mag": 0.09,
+                                 "initnet_bias_mag": 0.01, "sep_bias_mag": 0.0,
+                                 "initnet_sigma_n": 0.2, "sep_sigma_n": 0.3,
+                                 "initnet_sigma_mag_snr500-inf": float("nan"),
+                                 "sep_sigma_mag_snr500-inf": float("nan")})
+    assert "| metric | initnet | sep |" in flat and "| sigma_mag | 0.05 | 0.09 |" in flat
+    assert "snr500-inf" not in flat and "| n | 32 |" in flat
+
+
+@pytest.mark.slow
+def test_train_end_to_end_custom_survey(tmp_path):
+    """Both real stages at a tiny size on a survey TOML that is not built in; the zoo then
+    resolves for run --zoo."""
+    pytest.importorskip("galmoss_auto.automask.lightning")
+    pytest.importorskip("galmoss_auto.initnet.lightning")
+    from galmoss_auto.models import resolve_checkpoint
+    src = Path(train.__file__).resolve().parents[1] / "data_scripts" / "surveys" / "sdss.toml"
+    toml = tmp_path / "mysurvey.toml"
+    toml.write_text(src.read_text().replace('name = "sdss"', 'name = "mysurvey"')
+                    .replace("pixel_scale = 0.396", "pixel_scale = 0.3"))
+    zoo = tmp_path / "zoo"
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    proc = subprocess.run([sys.executable, "-m", "galmoss_auto.pipelines.cli", "train",
+                           "--survey", str(toml), "--band", "r", "--out", str(zoo),
+                           "--n-train", "32", "--n-val", "16", "--epochs", "1", "--size", "64",
+                           "--batch-size", "8", "--no-progress"],
+                          capture_output=True, text=True, timeout=1800, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    entries = json.loads((zoo / "registry.json").read_text())["entries"]
+    assert sorted(e["stage"] for e in entries) == ["automask", "initnet"]
+    for e in entries:
+        assert e["survey"] == "mysurvey" and e["bands"] == ["r"]
+        assert e["training"]["simulator"]["file"] == str(toml.resolve())
+        assert e["training"]["command"].startswith("galmoss-auto train --survey")
+        assert (zoo / "report" / f"{e['stage']}.md").is_file()
+        assert (zoo / "report" / f"{e['stage']}_loss.png").is_file()
+        resolved = resolve_checkpoint(e["stage"], "mysurvey", "r", zoo=zoo)
+        assert resolved is not None and resolved.origin == "zoo" and resolved.path.is_file()
