@@ -544,11 +544,7 @@ def export(module, zoo_dir, *, survey: str, bands, training: dict, evaluation: d
     from galmoss_auto import models as zoo
     from galmoss_auto.automask.normalise import CLIP, SOFTENING
 
-    try:
-        from importlib.metadata import version as _v
-        pkg_version = _v("galmoss-auto")
-    except Exception:  # not installed (running from a checkout)
-        pkg_version = "0+unknown"
+    from galmoss_auto import __version__ as pkg_version
     bands = [bands] if isinstance(bands, str) else list(bands)
     net = _network(module)
     kwargs = _builder_kwargs(module)

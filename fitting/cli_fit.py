@@ -130,12 +130,7 @@ def main(argv=None) -> int:
 
 def _load_model(path, feedme_version=None):
     """``load_model_file``, passing ``--feedme-version`` when given."""
-    if feedme_version is None:
-        return load_model_file(path)
-    import inspect
-    if "feedme_version" not in inspect.signature(load_model_file).parameters:
-        raise FitCommandError("--feedme-version: this build's feedme reader does not take a version")
-    return load_model_file(path, feedme_version=int(feedme_version))
+    return load_model_file(path, feedme_version=None if feedme_version is None else int(feedme_version))
 
 
 def run_args(args, stream=None) -> int:

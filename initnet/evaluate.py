@@ -40,11 +40,20 @@ def robust_sigma(v) -> float:
     return float(1.4826 * np.median(np.abs(v - np.median(v))))
 
 
+def _has_valid_pixel(item) -> bool:
+    good = ~item["mask"].numpy().astype(bool) & np.isfinite(item["image"].numpy()) \
+        & (item["sigma"].numpy() > 0)
+    return bool(good.any())
+
+
 def load_sim(sim_dir, limit: int | None = None) -> tuple[list, dict]:
     """(cutouts (masks = contaminant footprints), truth {p: array}) of a simulation folder."""
     items = list(SimItems(sim_dir, limit=limit))
+    # a central galaxy buried under its neighbours' footprints leaves no pixel to start from
+    # (the pipeline gives such a cutout BAD_INPUT); it cannot be scored, so it is left out
+    items = [it for it in items if _has_valid_pixel(it)]
     if not items:
-        raise ValueError(f"{sim_dir}: no cutout with a single-Sérsic truth")
+        raise ValueError(f"{sim_dir}: no cutout with a single-Sérsic truth and a valid pixel")
     cutouts = [Cutout(id=it["id"], image=it["image"].numpy().astype(np.float64),
                       sigma=it["sigma"].numpy().astype(np.float64), psf=it["psf"].numpy().astype(np.float64),
                       mask=it["mask"].numpy(), zeropoint=it["zeropoint"], pixel_scale=it["pixel_scale"])

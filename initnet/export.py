@@ -6,10 +6,11 @@ preparation, output coordinates and their standardisation), so a file works on i
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
+
+from galmoss_auto import __version__
 
 from .encoding import COORDS, SCALE, SHIFT, VALID
 from .inputs import N_CHANNELS, N_SCALARS
@@ -19,28 +20,12 @@ __all__ = ["BUILDER", "entry_for", "export", "reference_input"]
 BUILDER = "galmoss_auto.initnet.resnet:build_initnet"
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-        return version("galmoss-auto")
-    except Exception:
-        return "unknown"
-
-
 def _trained_for(survey: str, bands, crop: int) -> dict:
-    """Pixel scale and PSF FWHM ranges of a preset's bands (median x exp(+-2 ln-scatter))."""
-    out = {"size": [crop, 8 * crop]}
-    try:
-        from galmoss_auto.data_scripts.surveys import load_survey
-        s = load_survey(survey)
-    except Exception:
-        return out
-    fw = [s.band(b).psf_fwhm for b in bands if b in s.bands]
-    if fw:
-        k = math.exp(2.0 * s.psf_fwhm_scatter)
-        out["psf_fwhm_arcsec"] = [round(min(fw) / k, 3), round(max(fw) * k, 3)]
-    out["pixel_scale"] = [s.pixel_scale, s.pixel_scale]
-    return out
+    """Cutout sizes (the crop up to 8x it) and the preset's pixel scale and PSF ranges
+    (:func:`galmoss_auto.models.resolve.training_range`) of a built-in preset ``survey``."""
+    from galmoss_auto.data_scripts.surveys import load_survey
+    from galmoss_auto.models.resolve import training_range
+    return {"size": [crop, 8 * crop], **training_range(load_survey(survey), bands)}
 
 
 def entry_for(module, *, survey: str, bands, training: dict, evaluation: dict,
@@ -65,8 +50,9 @@ def entry_for(module, *, survey: str, bands, training: dict, evaluation: dict,
                    "x = crop_origin + crop/2 + dx + 1, mag = mag_ref + dmag, r_e = 10^log_re, "
                    "n = 10^log_n, pa = atan2(s2, c2) / 2 (galmoss_auto.initnet.encoding)",
                    "valid": dict(VALID)},
-        "trained_for": trained_for or _trained_for(survey, bands, int(hp.crop)),
-        "training": {"galmoss_auto_version": _version(), "loss": {"lam": hp.lam, "param_weight": hp.param_weight,
+        "trained_for": {"size": [int(hp.crop), 8 * int(hp.crop)], **trained_for} if trained_for
+        else _trained_for(survey, bands, int(hp.crop)),
+        "training": {"galmoss_auto_version": __version__, "loss": {"lam": hp.lam, "param_weight": hp.param_weight,
                      "likelihood": hp.likelihood}, **training},
         "evaluation": dict(evaluation), "urls": [], "licence": "BSD-3-Clause",
     }
@@ -89,6 +75,8 @@ def export(module, zoo_dir, *, survey: str, bands, training: dict, evaluation: d
     input/output pair.  Returns the checkpoint path."""
     from galmoss_auto.models.registry import write_zoo_entry
 
+    training = dict(training)
+    trained_for = trained_for or training.pop("trained_for", None)
     entry = entry_for(module, survey=survey, bands=bands, training=training, evaluation=evaluation,
                       version=version, name=name, trained_for=trained_for)
     state = {k: v.detach().cpu() for k, v in module.net.state_dict().items()}

@@ -8,6 +8,8 @@ taken only when no source has an exact one.  Nothing here touches the network.
 
 from __future__ import annotations
 
+import math
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +20,7 @@ from .checkpoint import load_checkpoint, read_entry, sha256_file
 from .registry import STAGES, RegistryError, catalogue, find, matches, validate_entry, version_key
 
 __all__ = ["ResolvedCheckpoint", "ResolveError", "CompatibilityError", "resolve_checkpoint",
+           "training_range", "PIXEL_SCALE_TOLERANCE",
            "check_compatibility", "require_compatible"]
 
 ORIGINS = ("zoo", "cache", "shipped")
@@ -121,6 +124,32 @@ def resolve_checkpoint(stage: str, survey: str | None, band: str | None, *, zoo=
                 return _resolved(best)
     return None
 
+
+
+#: Relative tolerance on the pixel scale a checkpoint was simulated at.  Scales read from a real
+#: cutout's WCS differ from the survey's nominal one by ~0.1%, resampled mosaics by a few per
+#: cent; what the networks are sensitive to (the PSF and galaxy sizes in pixels) is checked
+#: through the PSF range.
+PIXEL_SCALE_TOLERANCE = 0.05
+
+
+def training_range(survey, bands) -> dict:
+    """The ``trained_for`` ranges of a checkpoint simulated from a survey preset.
+
+    ``survey``: a :class:`galmoss_auto.data_scripts.surveys.Survey` (a built-in preset or one
+    read from a TOML file); ``bands``: the bands the checkpoint serves.  Returns
+    ``pixel_scale`` [lo, hi] (arcsec/px, the preset's within :data:`PIXEL_SCALE_TOLERANCE`) and
+    ``psf_fwhm_arcsec`` [lo, hi]: the narrowest served band's median seeing divided by
+    exp(3 s), the widest one's multiplied by it (s: the preset's log-normal FWHM scatter; the
+    simulator draws seeing from that distribution, so the training set reaches about this far:
+    0.13% of its cutouts lie beyond each end).
+    """
+    fwhm = [survey.band(b).psf_fwhm for b in bands]
+    k = math.exp(3.0 * survey.psf_fwhm_scatter)
+    ps = float(survey.pixel_scale)
+    return {"pixel_scale": [round(ps / (1 + PIXEL_SCALE_TOLERANCE), 5),
+                            round(ps * (1 + PIXEL_SCALE_TOLERANCE), 5)],
+            "psf_fwhm_arcsec": [round(min(fwhm) / k, 3), round(max(fwhm) * k, 3)]}
 
 def _span(values):
     """(min, max) of a scalar or a sequence/array, ignoring None and non-finite values."""

@@ -81,7 +81,8 @@ def run_demo(out, n: int = 16, survey: str = "sdss", band: str = "r", seed: int 
     raw = full["id", "image", "psf", "zeropoint", "pixel_scale", "gain"]
     raw_path = manifest.parent / "images_only.ecsv"
     raw.write(raw_path, overwrite=True)
-    options = {"panels": 4, "overwrite": True} | run_options
+    # the survey and band let --mask/--init auto pick the shipped learned stages
+    options = {"panels": 4, "overwrite": True, "survey": survey, "band": band} | run_options
     record = run(RunConfig(input=str(raw_path), out=str(out), **options), stream=stream)
     truth_path = manifest.parent / "truth.ecsv"
     catalog = Table.read(out / "catalog.ecsv")

@@ -51,12 +51,12 @@ from pathlib import Path
 import numpy as np
 from astropy.table import Table, vstack
 
-from galmoss_auto.automask.base import MASKERS, get_masker
+from galmoss_auto.automask.base import get_masker
 from galmoss_auto.automask.detect import DetectConfig
 from galmoss_auto.fitting.api import default_batch_size
 from galmoss_auto.fitting.dataset import CutoutFailure, cutout_loader
 from galmoss_auto.fitting.flags import Flag
-from galmoss_auto.initnet.base import INITIALIZERS, PARAMS, get_initializer
+from galmoss_auto.initnet.base import PARAMS, get_initializer
 from galmoss_auto.pipelines.config import RunConfig, parse_weights, survey_defaults
 from galmoss_auto.pipelines.inputs import InputError, apply_defaults, inputs_hash, read_inputs
 from galmoss_auto.pipelines.prepare import BatchStages, Prepared, Preparer, psf_fwhm_px
@@ -202,20 +202,9 @@ def _fit_chunk(prepared: list[Prepared], cfg: RunConfig, device, model):
     cutouts = [g.cutout for g in prepared]
     neighbours_table = None
     if any(g.neighbours for g in prepared):
-        try:
-            from galmoss_auto.fitting import neighbours as nb
-        except ImportError:
-            nb = None
-        if nb is not None and hasattr(nb, "fit_with_neighbours"):
-            table, neighbours_table = nb.fit_with_neighbours(
-                cutouts, init, [g.neighbours for g in prepared], model, **kwargs)
-        else:
-            for g in prepared:
-                if g.neighbours:
-                    g.messages.append(f"{len(g.neighbours)} overlapping neighbour(s) found but not "
-                                      "fitted (galmoss_auto.fitting.neighbours unavailable)")
-                    g.finish()
-            table = fit(cutouts, init, model, **kwargs)
+        from galmoss_auto.fitting.neighbours import fit_with_neighbours
+        table, neighbours_table = fit_with_neighbours(cutouts, init, [g.neighbours for g in prepared],
+                                                      model, **kwargs)
     else:
         table = fit(cutouts, init, model, **kwargs)
     if [str(i) for i in table["id"]] != [g.id for g in prepared]:
@@ -249,25 +238,9 @@ def _learned_stage(stage: str, cfg: RunConfig, weights: dict, notes: list):
     wanted = choice == "auto" or choice == learned
     if not wanted:
         return None, None
-    registry = MASKERS if stage == "mask" else INITIALIZERS
-    if learned not in registry:
-        import importlib
-        for mod in (("galmoss_auto.automask.predict", "galmoss_auto.automask.maskrcnn")
-                    if stage == "mask" else ("galmoss_auto.initnet.predict",)):
-            try:
-                importlib.import_module(mod)
-            except Exception:  # a missing or broken learned stage means sep runs
-                pass
     given, bare = weights.get(zoo_stage), weights.get("*")
     survey = _survey_name(cfg.survey)
-    try:
-        from galmoss_auto.models import resolve_checkpoint
-    except ImportError as exc:
-        if choice == learned or given is not None:
-            raise RunError(f"--{stage} {choice}: the model zoo (galmoss_auto.models) cannot be "
-                           f"imported: {exc}") from None
-        notes.append(f"{stage}: no model zoo ({exc}); sep used")
-        return None, None
+    from galmoss_auto.models import resolve_checkpoint
     try:
         if given is None and bare is not None:
             try:
@@ -288,13 +261,11 @@ def _learned_stage(stage: str, cfg: RunConfig, weights: dict, notes: list):
         notes.append(f"{stage}: no {zoo_stage} checkpoint for survey {survey!r} band "
                      f"{cfg.band!r}; sep used")
         return None, None
-    if learned not in registry:
-        if choice == learned:
-            raise RunError(f"--{stage} {learned}: no such stage is registered (its module failed "
-                           "to import)")
-        notes.append(f"{stage}: checkpoint {ckpt.name} found but the {learned} stage is not "
-                     "available; sep used")
-        return None, None
+    # importing the stage registers it under its name (torchvision is loaded only when needed)
+    if stage == "mask":
+        import galmoss_auto.automask.predict  # noqa: F401
+    else:
+        import galmoss_auto.initnet.predict  # noqa: F401
     return learned, ckpt
 
 

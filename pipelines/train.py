@@ -56,6 +56,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from galmoss_auto import __version__
+from galmoss_auto.models.resolve import training_range
+
 __all__ = ["STAGES", "VAL_SEED_OFFSET", "TrainError", "TrainOptions", "add_parser", "train",
            "run_from_args", "main", "trainer_kwargs"]
 
@@ -605,14 +608,6 @@ def _canonical_command(opts: TrainOptions, name: str, s: dict) -> str:
     return shlex.join(args)
 
 
-def _version() -> str:
-    from importlib import metadata
-    try:
-        return metadata.version("galmoss-auto")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def _preset_record(opts, survey, size: int) -> dict:
     rec = {"name": survey.name, "band": opts.band, "pixel_scale": survey.pixel_scale,
            "zeropoint": survey.zeropoint, "psf_model": survey.psf_model,
@@ -690,7 +685,7 @@ def _finish(opts, survey, accelerator, name, stage, p, module, trainer, meter) -
     eval_s = time.perf_counter() - t0
     training = {"command": _command() or _canonical_command(opts, name, s),
                 "reproduce": _canonical_command(opts, name, s),
-                "galmoss_auto_version": _version(), "seed": opts.seed,
+                "galmoss_auto_version": __version__, "seed": opts.seed,
                 "n_train": p["data"].get("n_train") or s["n_train"], "n_val": p["data"]["n_val"],
                 "val_seed": p["data"]["val_seed"], "epochs": s["epochs"],
                 "batch_size": s["batch_size"], "lr": s.get("lr"), "arch": s.get("arch"),
@@ -701,9 +696,12 @@ def _finish(opts, survey, accelerator, name, stage, p, module, trainer, meter) -
                 **({"real": opts.real, "labels": opts.labels} if opts.real else {}),
                 "train_seconds": round(meter.wall, 1),
                 "samples_per_s": round(rate, 2) if rate else None}
-    zoo_file = stage.export(module, Path(opts.out), survey=survey.name,
-                            bands=_serve_bands(opts, survey), training=training,
-                            evaluation=evaluation)
+    bands = _serve_bands(opts, survey)
+    # the range the run checks cutouts against (WEIGHTS_MISMATCH), from the preset itself so
+    # that a survey TOML gets one too
+    training["trained_for"] = training_range(survey, bands)
+    zoo_file = stage.export(module, Path(opts.out), survey=survey.name, bands=bands,
+                            training=training, evaluation=evaluation)
     report = write_report(Path(opts.out) / "report", name, stage=stage, module=module,
                           sim_dir=p["val_dir"], log_dir=_stage_root(opts, name) / "logs",
                           evaluation=evaluation, training=training, zoo_file=zoo_file)

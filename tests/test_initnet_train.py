@@ -141,3 +141,24 @@ def test_datamodule_rejects_bad_options(tmp_path):
         build_datamodule(tmp_path, None, real=[1])
     with pytest.raises(ValueError, match="unknown initnet setting"):
         build_module(bogus=1)
+
+
+def test_evaluation_leaves_out_a_central_buried_under_neighbours(monkeypatch):
+    """A held-out cutout whose every pixel is masked cannot be scored; it must not stop the
+    evaluation (it stopped `train --survey hsc` once, after the training)."""
+    import numpy as np
+    import torch
+    from galmoss_auto.initnet import evaluate as ev
+
+    def item(i, masked):
+        img = torch.ones(16, 16)
+        return {"id": f"g{i}", "image": img, "sigma": torch.ones(16, 16), "psf": torch.ones(3, 3) / 9,
+                "mask": torch.full((16, 16), masked), "zeropoint": 25.0, "pixel_scale": 0.2,
+                "target": {k: 1.0 for k in ev.TARGET_KEYS}}
+    monkeypatch.setattr(ev, "SimItems", lambda d, limit=None: [item(0, False), item(1, True)])
+    cutouts, truth = ev.load_sim("sim")
+    assert [c.id for c in cutouts] == ["g0"] and all(len(v) == 1 for v in truth.values())
+    monkeypatch.setattr(ev, "SimItems", lambda d, limit=None: [item(1, True)])
+    with pytest.raises(ValueError, match="valid pixel"):
+        ev.load_sim("sim")
+    assert np.isfinite(truth["mag"]).all()

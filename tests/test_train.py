@@ -119,6 +119,10 @@ def test_serve_bands_all_registers_every_preset_band(tiny, sim, tmp_path):
     entry = json.loads((zoo / "registry.json").read_text())["entries"][0]
     assert sorted(entry["bands"]) == sorted(["u", "g", "r", "i", "z"])
     assert "--serve-bands all" in entry["training"]["reproduce"]
+    # the stage's export is handed the preset's range for all served bands (u is the widest PSF)
+    lo, hi = entry["training"]["trained_for"]["pixel_scale"]
+    assert lo < 0.396 < hi
+    assert entry["training"]["trained_for"]["psf_fwhm_arcsec"][1] > 1.5
     assert resolve_checkpoint("initnet", "sdss", "g", zoo=zoo) is not None
 
 

@@ -270,3 +270,17 @@ def test_check_compatibility():
     assert check_compatibility(make_entry(trained_for={}), 9.0, 9.0, 9) == []
     with pytest.raises(CompatibilityError, match="strict"):
         require_compatible(e, 0.396)
+
+
+def test_training_range_of_a_preset_admits_real_cutouts_of_that_survey():
+    """A checkpoint simulated from the sdss preset accepts SDSS's WCS pixel scale (0.3961"/px)
+    and any seeing the simulator drew, and refuses HSC's pixels and a 3" PSF."""
+    from galmoss_auto.data_scripts.surveys import load_survey
+    from galmoss_auto.models.resolve import check_compatibility, training_range
+    sdss = load_survey("sdss")
+    entry = {"name": "x", "trained_for": training_range(sdss, ["g", "r"])}
+    lo, hi = entry["trained_for"]["psf_fwhm_arcsec"]
+    assert lo < sdss.band("r").psf_fwhm < hi and lo < sdss.band("g").psf_fwhm < hi
+    assert check_compatibility(entry, pixel_scale=0.3961, psf_fwhm_arcsec=1.3) == []
+    assert check_compatibility(entry, pixel_scale=0.168)[0].startswith("pixel scale 0.168")
+    assert "PSF FWHM 3" in check_compatibility(entry, psf_fwhm_arcsec=3.0)[0]
