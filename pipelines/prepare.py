@@ -179,6 +179,23 @@ def psf_fwhm_px(psf: np.ndarray | None) -> float | None:
     return float(2.0 * np.sqrt(n / np.pi))
 
 
+def _run_batched(items: list, batch_call, apply, fallback, flag: Flag, what: str) -> None:
+    """A learned stage's batch call on ``items``' cutouts, each result applied to its item; if
+    the call fails (or returns the wrong number of results) the whole chunk falls back to sep
+    (``fallback(item)``), flagged ``flag``, with the reason in its messages."""
+    try:
+        results = batch_call([g.cutout for g in items])
+        if len(results) != len(items):
+            raise RuntimeError(f"returned {len(results)} results for {len(items)} cutouts")
+        for g, res in zip(items, results):
+            apply(g, res)
+    except Exception as exc:
+        for g in items:
+            g.flags |= int(flag)
+            g.messages.append(f"{what} failed, sep used: {type(exc).__name__}: {exc}")
+            fallback(g)
+
+
 class BatchStages:
     """The main-process part of preparation, per chunk: the batched masker, then the
     initializer for every galaxy still waiting for one.
@@ -236,19 +253,13 @@ class BatchStages:
                 if id(g) not in chosen:
                     detections[id(g)] = run_masker(g, self.sep_masker)
             if learned:
-                try:
-                    results = self.masker.mask_batch([g.cutout for g in learned], device)
-                    if len(results) != len(learned):
-                        raise RuntimeError(f"returned {len(results)} results for "
-                                           f"{len(learned)} cutouts")
-                    for g, res in zip(learned, results):
-                        apply_mask(g, res, _name(self.masker))
-                except Exception as exc:  # the chunk falls back to sep, flagged, with the reason
-                    for g in learned:
-                        g.flags |= int(Flag.MASK_FAILED)
-                        g.messages.append(f"masker {_name(self.masker)} failed, sep used: "
-                                          f"{type(exc).__name__}: {exc}")
-                        detections[id(g)] = run_masker(g, self.sep_masker)
+                name = _name(self.masker)
+
+                def sep_mask(g):
+                    detections[id(g)] = run_masker(g, self.sep_masker)
+                _run_batched(learned, lambda c: self.masker.mask_batch(c, device),
+                             lambda g, res: apply_mask(g, res, name), sep_mask,
+                             Flag.MASK_FAILED, f"masker {name}")
             for g in want:
                 g.pending.discard("mask")
         timings["mask"] = time.perf_counter() - t0
@@ -262,19 +273,12 @@ class BatchStages:
                     if id(g) not in chosen:
                         run_initializer(g, self.sep_initializer, detections.get(id(g)))
                 if learned:
-                    try:
-                        results = self.initializer.init_batch([g.cutout for g in learned], device)
-                        if len(results) != len(learned):
-                            raise RuntimeError(f"returned {len(results)} results for "
-                                               f"{len(learned)} cutouts")
-                        for g, init in zip(learned, results):
-                            set_init(g, init, _name(self.initializer))
-                    except Exception as exc:
-                        for g in learned:
-                            g.messages.append(f"initializer {_name(self.initializer)} failed, sep "
-                                              f"used: {type(exc).__name__}: {exc}")
-                            run_initializer(g, self.sep_initializer, detections.get(id(g)))
-                            g.flags |= int(Flag.INIT_FALLBACK)
+                    name = _name(self.initializer)
+                    _run_batched(learned, lambda c: self.initializer.init_batch(c, device),
+                                 lambda g, init: set_init(g, init, name),
+                                 lambda g: run_initializer(g, self.sep_initializer,
+                                                           detections.get(id(g))),
+                                 Flag.INIT_FALLBACK, f"initializer {name}")
             else:
                 for g in want:
                     run_initializer(g, self.initializer, detections.get(id(g)))
