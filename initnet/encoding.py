@@ -11,9 +11,13 @@ q      b/a                                               --
 c2, s2 cos 2θ, sin 2θ, θ = pa (radians CCW from +y)      --
 ====== ================================================ ==========
 
-The network emits them standardised, ``z = (coord - SHIFT) / SCALE`` (the constants below, also
-recorded in each checkpoint's registry entry as its output transform), plus ``ln sigma`` of each
-coordinate in standardised units.
+The network emits them standardised, ``z = (coord - shift) / SCALE``, plus ``ln sigma`` of each
+coordinate in standardised units.  ``shift`` is either the constants :data:`SHIFT` (the first
+checkpoints) or, in the *residual* form, a per-galaxy baseline measured from the crop itself
+(moment centroid, half-light radius, moment axis ratio and angle; see
+:func:`galmoss_auto.initnet.inputs.baseline_coords`), so that the network predicts corrections to
+cheap measurements rather than values from scratch.  A checkpoint's registry entry records which
+(``input.residual``) and the constants.
 
 Physical ranges (:data:`VALID`): a raw prediction outside them is not used; the initializer
 falls back to sep for that galaxy.  Inside them the values are brought to the catalog's
@@ -44,12 +48,17 @@ def _t(values, ref):
     return torch.tensor(values, dtype=ref.dtype, device=ref.device)
 
 
-def standardise(coords: torch.Tensor) -> torch.Tensor:
-    return (coords - _t(SHIFT, coords)) / _t(SCALE, coords)
+def standardise(coords: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """``(coords - shift) / SCALE``; ``shift`` (B, 8) a per-galaxy baseline (the residual
+    form, :attr:`~galmoss_auto.initnet.inputs.NetInputs.baseline`) or None for :data:`SHIFT`."""
+    shift = _t(SHIFT, coords) if shift is None else shift.to(coords.dtype)
+    return (coords - shift) / _t(SCALE, coords)
 
 
-def unstandardise(z: torch.Tensor) -> torch.Tensor:
-    return z * _t(SCALE, z) + _t(SHIFT, z)
+def unstandardise(z: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """The inverse of :func:`standardise` (the same ``shift``)."""
+    shift = _t(SHIFT, z) if shift is None else shift.to(z.dtype)
+    return z * _t(SCALE, z) + shift
 
 
 def targets_from_catalog(x, y, mag, r_e, n, q, pa_deg, origin: torch.Tensor, centre: int,

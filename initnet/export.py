@@ -44,8 +44,10 @@ def entry_for(module, *, survey: str, bands, training: dict, evaluation: dict,
                   "10 image/F_ref, mask; scalars ln psf_fwhm_px, psf_e1, psf_e2, log10 pixel_scale, "
                   "log10 snr_ref, masked_fraction (galmoss_auto.initnet.inputs)",
                   "crop": int(hp.crop), "aperture": float(hp.aperture),
-                  "search_radius": float(hp.search_radius), "channels": N_CHANNELS, "scalars": N_SCALARS},
-        "output": {"coords": list(COORDS), "shift": list(SHIFT), "scale": list(SCALE),
+                  "search_radius": float(hp.search_radius), "channels": N_CHANNELS, "scalars": N_SCALARS,
+                  "residual": bool(hp.get("residual", False))},
+        "output": {"coords": list(COORDS), "shift": "baseline_coords (residual)" if hp.get("residual", False)
+                   else list(SHIFT), "scale": list(SCALE),
                    "transforms": "coord = z * scale + shift; sigma = exp(log_sigma) * scale; "
                    "x = crop_origin + crop/2 + dx + 1, mag = mag_ref + dmag, r_e = 10^log_re, "
                    "n = 10^log_n, pa = atan2(s2, c2) / 2 (galmoss_auto.initnet.encoding)",
@@ -53,7 +55,8 @@ def entry_for(module, *, survey: str, bands, training: dict, evaluation: dict,
         "trained_for": {"size": [int(hp.crop), 8 * int(hp.crop)], **trained_for} if trained_for
         else _trained_for(survey, bands, int(hp.crop)),
         "training": {"galmoss_auto_version": __version__, "loss": {"lam": hp.lam, "param_weight": hp.param_weight,
-                     "likelihood": hp.likelihood}, **training},
+                     "likelihood": hp.likelihood,
+                     "mean_loss": hp.get("mean_loss", "nll")}, **training},
         "evaluation": dict(evaluation), "urls": [], "licence": "BSD-3-Clause",
     }
 

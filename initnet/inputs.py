@@ -31,7 +31,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["N_CHANNELS", "N_SCALARS", "NetInputs", "psf_scalars", "light_measures", "prepare_inputs", "stack_cutouts"]
+__all__ = ["N_CHANNELS", "N_SCALARS", "NetInputs", "psf_scalars", "light_measures", "centroid",
+           "baseline_coords", "prepare_inputs", "stack_cutouts"]
 
 N_CHANNELS = 3
 N_SCALARS = 10
@@ -47,6 +48,7 @@ class NetInputs:
     origin : (B, 2) long, (row, col) 0-based cutout coordinates of the crop's first pixel.
     centre : int, crop index of the detected centre pixel (crop // 2).
     psf_fwhm : (B,) PSF FWHM in pixels.
+    baseline : (B, 8) the residual form's shift (:func:`baseline_coords`).
     """
 
     x: torch.Tensor
@@ -62,6 +64,7 @@ class NetInputs:
     centre: int
     psf_fwhm: torch.Tensor
     r50: torch.Tensor | None = None
+    baseline: torch.Tensor | None = None
 
 
 def light_measures(img: torch.Tensor, good: torch.Tensor, in_ap: torch.Tensor, f_ref: torch.Tensor,
@@ -99,6 +102,38 @@ def light_measures(img: torch.Tensor, good: torch.Tensor, in_ap: torch.Tensor, f
     ixy = (w * xx * yy).sum(dim=(1, 2)) / ws - mx * my
     t = (ixx + iyy).clamp(min=1e-6)
     return r50, r90, (ixx - iyy) / t, 2.0 * ixy / t
+
+
+def centroid(img: torch.Tensor, good: torch.Tensor, centre: int, radius: torch.Tensor) -> tuple:
+    """(dx, dy) px: first moments of the positive flux of crops (B, C, C) within ``radius``
+    (B,) px of pixel ``centre``, relative to it (each within +-2 px)."""
+    C = img.shape[-1]
+    d = torch.arange(C, device=img.device, dtype=torch.float32) - centre
+    yy, xx = d[:, None], d[None, :]
+    near = (yy * yy + xx * xx)[None] <= (radius * radius)[:, None, None]
+    w = torch.where(good & near, img.clamp(min=0), torch.zeros_like(img))
+    ws = w.sum(dim=(1, 2)).clamp(min=1e-30)
+    return ((w * xx).sum(dim=(1, 2)) / ws).clamp(-2, 2), ((w * yy).sum(dim=(1, 2)) / ws).clamp(-2, 2)
+
+
+def baseline_coords(r50: torch.Tensor, fwhm: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor,
+                    dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """The residual form's per-galaxy baseline (B, 8) in :data:`~galmoss_auto.initnet.encoding.COORDS`
+    order, from cheap measurements of the crop: the centroid (dx, dy); the constant dmag and
+    log n shifts; the moment axis ratio ``q0 = sqrt((1 - |g|) / (1 + |g|))`` and angle (the
+    major axis at PA θ has ``g = -|g| (cos 2θ, sin 2θ)``); and the half-light radius with the
+    PSF's removed in quadrature (``r50² - (FWHM/2)²``, at least 0.5 px), turned into a major axis
+    ``/ sqrt(q0)``.  PSF rounding, aperture losses and noise are left for the network."""
+    from .encoding import SHIFT
+
+    g = torch.sqrt(g1 * g1 + g2 * g2).clamp(max=0.95)
+    q0 = torch.sqrt((1.0 - g) / (1.0 + g))
+    unit = torch.sqrt(g1 * g1 + g2 * g2 + 1e-4)
+    r_circ = torch.sqrt((r50 * r50 - 0.25 * fwhm * fwhm).clamp(min=0.25))
+    log_re = torch.log10(r_circ / torch.sqrt(q0)).clamp(-0.5, 1.8)
+    const = lambda v: torch.full_like(r50, float(v))
+    return torch.stack([dx, dy, const(SHIFT[2]), log_re, const(SHIFT[4]), q0,
+                        -g1 / unit, -g2 / unit], dim=1)
 
 
 def psf_scalars(psf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -231,9 +266,12 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
     pix = torch.where(torch.isfinite(pixel_scale), pixel_scale.to(torch.float32),
                       torch.full_like(pixel_scale, 0.262, dtype=torch.float32))
     r50, r90, g1, g2 = light_measures(c_img, good, in_ap, f_ref, half)
+    cx_, cy_ = centroid(c_img, good, half, torch.clamp(r50, min=2.0))
+    baseline = baseline_coords(r50, fwhm, g1, g2, cx_, cy_)
     scalars = torch.stack([torch.log(fwhm.clamp(min=0.3)), e1, e2, torch.log10(pix),
                            torch.log10(snr_ref.clamp(min=1.0)), masked_frac,
                            torch.log(r50), torch.log(r90 / r50).clamp(0, 3), g1, g2], dim=1)
     return NetInputs(x=x, scalars=scalars, image=c_img, sigma=c_sig, mask=c_msk, psf=psf,
                      zeropoint=zeropoint.to(torch.float32), mag_ref=mag_ref, snr=snr_ref,
-                     origin=torch.stack([oy, ox], dim=1), centre=half, psf_fwhm=fwhm, r50=r50)
+                     origin=torch.stack([oy, ox], dim=1), centre=half, psf_fwhm=fwhm, r50=r50,
+                     baseline=baseline)

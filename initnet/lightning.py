@@ -47,7 +47,10 @@ __all__ = ["DEFAULTS", "dihedral", "InitNetModule", "InitNetDataModule", "build_
 #: is shared by ~6 jobs), so 3 epochs of 12000 (560 steps) take ~4.5 min; a GPU is far faster.
 #: The smoke size (n_train 600, epochs 1) trains in ~5 s.
 DEFAULTS = {"n_train": 12000, "n_val": 300, "epochs": 3, "batch_size": 64, "lr": 2e-3,
-            "arch": "compact", "lam": 1.0, "param_weight": 1.0, "size": 64}
+            "arch": "compact", "lam": 1.0, "param_weight": 1.0, "size": 64,
+            # measured 2026-12-02 (benchmarks/results/2026-12-02-vm-cpu-initnet-residual.md): the
+            # residual form with centre pooling halves the r_e and angle scatter of the first form
+            "residual": True, "arch_kwargs": {"pool": "avg+centre"}, "mean_loss": "mse"}
 
 
 class InitNetModule(L.LightningModule):
@@ -55,21 +58,25 @@ class InitNetModule(L.LightningModule):
 
     arch : "compact" | "resnet18" | "resnet34" | "resnet50" (see :mod:`~galmoss_auto.initnet.resnet`).
     lr, weight_decay : AdamW settings; a one-cycle schedule over the run.
-    lam, param_weight, likelihood : the loss (:class:`~galmoss_auto.initnet.loss.InitNetLoss`).
+    lam, param_weight, likelihood, mean_loss : the loss (:class:`~galmoss_auto.initnet.loss.InitNetLoss`).
     crop, aperture, search_radius : the input preparation (:mod:`~galmoss_auto.initnet.inputs`).
     arch_kwargs : extra builder arguments (``widths``, ``blocks``, ``hidden``).
     augment : train on a random flip/transpose of each batch (:func:`dihedral`), 8x the data.
+    residual : predict corrections to the crop's own cheap measurements (the residual form of
+        :mod:`~galmoss_auto.initnet.encoding`) instead of values about constant shifts.
     """
 
     def __init__(self, arch: str = "compact", lr: float = 2e-3, weight_decay: float = 1e-4,
                  lam: float = 1.0, param_weight: float = 1.0, likelihood: str = "gaussian",
-                 crop: int = 64, aperture: float = 16.0, search_radius: float = 6.0,
-                 arch_kwargs: dict | None = None, augment: bool = True, **ignored):
+                 mean_loss: str = "mse", crop: int = 64, aperture: float = 16.0, search_radius: float = 6.0,
+                 arch_kwargs: dict | None = None, augment: bool = True, residual: bool = False,
+                 **ignored):
         super().__init__()
         self.save_hyperparameters(ignore=["ignored"])
         self.arch_kwargs = {"arch": arch, **(arch_kwargs or {})}
         self.net = build_initnet(**self.arch_kwargs)
-        self.loss = InitNetLoss(lam=lam, param_weight=param_weight, likelihood=likelihood)
+        self.loss = InitNetLoss(lam=lam, param_weight=param_weight, likelihood=likelihood,
+                                mean_loss=mean_loss)
         self._val = []
 
     # -- data -> network ----------------------------------------------------------------------
@@ -88,6 +95,10 @@ class InitNetModule(L.LightningModule):
     def forward(self, inputs):
         return self.net(inputs.x, inputs.scalars)
 
+    def shift(self, inputs):
+        """The standardisation shift of a batch: its baseline in the residual form, else None."""
+        return inputs.baseline if self.hparams.get("residual", False) else None
+
     # -- Lightning hooks ----------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         if self.hparams.augment:
@@ -95,7 +106,7 @@ class InitNetModule(L.LightningModule):
             batch = dihedral(batch, *(bool(b) for b in torch.randint(0, 2, (3,), generator=g)))
         inputs, target = self.prepare(batch)
         mean, log_sigma = self(inputs)
-        loss, terms = self.loss(mean, log_sigma, target, inputs)
+        loss, terms = self.loss(mean, log_sigma, target, inputs, self.shift(inputs))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(target))
         for k, v in terms.items():
             self.log(f"train/{k}", v, batch_size=len(target))
@@ -104,9 +115,9 @@ class InitNetModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         inputs, target = self.prepare(batch)
         mean, log_sigma = self(inputs)
-        loss, terms = self.loss(mean, log_sigma, target, inputs)
+        loss, terms = self.loss(mean, log_sigma, target, inputs, self.shift(inputs))
         self.log("val/loss", loss, prog_bar=True, batch_size=len(target))
-        self._val.append((unstandardise(mean.float()) - target).detach().cpu())
+        self._val.append((unstandardise(mean.float(), self.shift(inputs)) - target).detach().cpu())
 
     def on_validation_epoch_end(self):
         if not self._val:
@@ -247,8 +258,8 @@ def _read_real(real) -> list:
 def build_module(**hparams) -> InitNetModule:
     """An untrained :class:`InitNetModule`; keys of :data:`DEFAULTS` that are not module
     settings (n_train, epochs, batch_size, size) are accepted and ignored."""
-    known = {"arch", "lr", "weight_decay", "lam", "param_weight", "likelihood", "crop", "aperture",
-             "search_radius", "arch_kwargs", "augment"}
+    known = {"arch", "lr", "weight_decay", "lam", "param_weight", "likelihood", "mean_loss", "crop", "aperture",
+             "search_radius", "arch_kwargs", "augment", "residual"}
     data_keys = {"n_train", "n_val", "epochs", "batch_size", "size", "seed"}
     unknown = set(hparams) - known - data_keys
     if unknown:

@@ -1,10 +1,17 @@
 """The physics-informed loss: heteroscedastic parameter likelihood + λ · χ² through the renderer.
 
-``loss = w_param · NLL(targets | mean, sigma) + λ · mean_b ln χ²_ν,b``
+``loss = w_param · (L_mean + NLL(targets | sg(mean), sigma)) + λ · mean_b ln χ²_ν,b``
 
-* **NLL** (per coordinate, standardised units, averaged over galaxies and coordinates):
-  Gaussian ``0.5 ((t - μ) / σ)² + ln σ`` or Laplace ``|t - μ| / σ + ln σ``.  Its scale is O(1)
-  at the start and falls below 0 as σ shrinks.
+* **Parameter loss** (per coordinate, standardised units, averaged over galaxies and
+  coordinates), ``mean_loss="mse"`` (default): the means are trained by a squared error
+  (Huber beyond 3 standardised units, so that a blended outlier cannot dominate a batch), the
+  uncertainties by the NLL with the mean held fixed (``sg`` = stop-gradient): Gaussian
+  ``0.5 ((t - μ) / σ)² + ln σ`` or Laplace ``|t - μ| / σ + ln σ``.  With ``mean_loss="nll"``
+  the NLL trains both (the first checkpoints' loss).  That joint form lets the network give up
+  on a coordinate it finds hard: the mean's gradient scales as 1/σ², so once σ grows the mean
+  stops learning (measured: q and the angle no better than their prior, and the NLL spiking
+  to ~500 on single batches; Seitzer et al. 2022, ICLR, "On the pitfalls of heteroscedastic
+  uncertainty estimation").
 * **χ²**: the predicted parameters are rendered by the fitter's own renderer
   (:func:`galmoss_auto.fitting.render_batch`, float32 with autocast off) on the crop, with its
   PSF, and compared with the data: ``χ²_ν = Σ_good ((data - model) / sigma)² / N_good``.  Its
@@ -24,7 +31,9 @@ from galmoss_auto.fitting.tensor_render import render_batch
 
 from .encoding import natural_from_coords, standardise, unstandardise
 
-__all__ = ["nll", "chi2_nu", "InitNetLoss"]
+__all__ = ["MEAN_LOSSES", "nll", "huber_sq", "chi2_nu", "InitNetLoss"]
+
+MEAN_LOSSES = ("mse", "nll")
 
 
 def nll(mean: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor,
@@ -36,6 +45,12 @@ def nll(mean: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor,
     if likelihood == "laplace":
         return r.abs() + log_sigma
     raise ValueError(f"likelihood must be 'gaussian' or 'laplace', got {likelihood!r}")
+
+
+def huber_sq(r: torch.Tensor, delta: float = 3.0) -> torch.Tensor:
+    """``0.5 r²`` for ``|r| <= delta``, linear beyond (same value and slope at ``delta``)."""
+    a = r.abs()
+    return torch.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
 
 
 def chi2_nu(coords: torch.Tensor, inputs) -> torch.Tensor:
@@ -53,18 +68,24 @@ class InitNetLoss:
     """``loss(mean, log_sigma, target, inputs) -> (total, {"nll": ., "chi2": .})``.
 
     mean, log_sigma : (B, 8) network outputs (standardised); target : (B, 8) true coordinates
-    (unstandardised) or None (χ² only); inputs : the batch's NetInputs.
-    param_weight >= 0, lam >= 0 (not both 0).
+    (unstandardised) or None (χ² only); inputs : the batch's NetInputs; shift : the
+    standardisation's per-galaxy baseline (B, 8) in the residual form, None for the constants.
+    param_weight >= 0, lam >= 0 (not both 0); mean_loss "mse" (default) or "nll" (see the module
+    docstring).
     """
 
-    def __init__(self, lam: float = 1.0, param_weight: float = 1.0, likelihood: str = "gaussian"):
+    def __init__(self, lam: float = 1.0, param_weight: float = 1.0, likelihood: str = "gaussian",
+                 mean_loss: str = "mse"):
         if lam < 0 or param_weight < 0 or lam + param_weight == 0:
             raise ValueError(f"need lam >= 0, param_weight >= 0, not both 0; got {lam}, {param_weight}")
         if likelihood not in ("gaussian", "laplace"):
             raise ValueError(f"likelihood must be 'gaussian' or 'laplace', got {likelihood!r}")
+        if mean_loss not in MEAN_LOSSES:
+            raise ValueError(f"mean_loss must be one of {MEAN_LOSSES}, got {mean_loss!r}")
         self.lam, self.param_weight, self.likelihood = float(lam), float(param_weight), likelihood
+        self.mean_loss = mean_loss
 
-    def __call__(self, mean, log_sigma, target, inputs):
+    def __call__(self, mean, log_sigma, target, inputs, shift=None):
         mean, log_sigma = mean.float(), log_sigma.float()
         zero = mean.new_zeros(())
         terms = {}
@@ -72,16 +93,20 @@ class InitNetLoss:
         if self.param_weight > 0:
             if target is None:
                 raise ValueError("the parameter loss needs targets (param_weight > 0)")
-            z = standardise(target.float())
+            z = standardise(target.float(), shift)
             # a round galaxy has no angle: weight the (c2, s2) terms by the ellipticity
             w = torch.ones_like(z)
             e = ((1.0 - target[:, 5]) / (1.0 + target[:, 5])).clamp(0, 1).float()
             w[:, 6:] = (e / 0.1).clamp(max=1.0)[:, None]
-            term = (nll(mean, log_sigma, z, self.likelihood) * w).sum(1).mean() / w.sum(1).mean()
+            if self.mean_loss == "nll":
+                per = nll(mean, log_sigma, z, self.likelihood)
+            else:
+                per = huber_sq(mean - z) + nll(mean.detach(), log_sigma, z, self.likelihood)
+            term = (per * w).sum(1).mean() / w.sum(1).mean()
             terms["nll"] = term.detach()
             total = total + self.param_weight * term
         if self.lam > 0:
-            c2 = chi2_nu(unstandardise(mean), inputs)
+            c2 = chi2_nu(unstandardise(mean, shift), inputs)
             term = torch.log(c2.clamp(min=1e-3)).mean()
             terms["chi2"] = term.detach()
             total = total + self.lam * term

@@ -36,13 +36,14 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def run_network(net: torch.nn.Module, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    """(coordinates (B, 8), their 1-sigma uncertainties (B, 8)) in physical units."""
+def run_network(net: torch.nn.Module, inputs, residual: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(coordinates (B, 8), their 1-sigma uncertainties (B, 8)) in physical units; ``residual``:
+    the network predicts corrections to ``inputs.baseline`` (see :mod:`.encoding`)."""
     net.eval()
     mean, log_sigma = net(inputs.x, inputs.scalars)
     mean, log_sigma = mean.float(), log_sigma.float()
     scale = torch.tensor(SCALE, device=mean.device)
-    return unstandardise(mean), torch.exp(log_sigma) * scale
+    return unstandardise(mean, inputs.baseline if residual else None), torch.exp(log_sigma) * scale
 
 
 def decode(coords: torch.Tensor, sigma: torch.Tensor, inputs) -> tuple[dict, dict, np.ndarray]:
@@ -92,6 +93,7 @@ class InitNetInitializer:
         self.crop = int(inp.get("crop", 64))
         self.aperture = float(inp.get("aperture", 16.0))
         self.search_radius = float(inp.get("search_radius", 6.0))
+        self.residual = bool(inp.get("residual", False))
         self.batch_size = int(batch_size)
         self.detect = detect
         self._sep = None
@@ -106,6 +108,7 @@ class InitNetInitializer:
         self.checkpoint, self.entry = "", {}
         self.net = module.net.float().eval()
         self.crop, self.aperture, self.search_radius = int(hp.crop), float(hp.aperture), float(hp.search_radius)
+        self.residual = bool(hp.get("residual", False))
         self.batch_size, self.detect, self._sep = int(batch_size), detect, None
         self._on = next(self.net.parameters()).device
         return self
@@ -133,7 +136,7 @@ class InitNetInitializer:
             inputs = prepare_inputs(s["image"], s["sigma"], s["mask"], s["psf"], s["zeropoint"],
                                     s["pixel_scale"], crop=self.crop, aperture=self.aperture,
                                     search_radius=self.search_radius, shapes=s["shapes"])
-            coords, sigma = run_network(self.net, inputs)
+            coords, sigma = run_network(self.net, inputs, self.residual)
             v, e, ok = decode(coords, sigma, inputs)
             vals.append(v)
             errs.append(e)

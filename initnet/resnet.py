@@ -17,6 +17,8 @@ in the standardised output coordinates of :mod:`galmoss_auto.initnet.encoding`. 
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import torch
 from torch import nn
 from torchvision.models import resnet as tv
@@ -24,23 +26,26 @@ from torchvision.models import resnet as tv
 from .encoding import COORDS
 from .inputs import N_CHANNELS, N_SCALARS
 
-__all__ = ["ARCHS", "InitNet", "compact_trunk", "torchvision_trunk", "build_initnet"]
+__all__ = ["ARCHS", "POOLS", "InitNet", "compact_trunk", "torchvision_trunk", "build_initnet"]
 
 ARCHS = ("compact", "resnet18", "resnet34", "resnet50")
 
 
-def _stem(in_channels: int, width: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
+def _stem(in_channels: int, width: int, stride: int = 2) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False),
                          nn.BatchNorm2d(width), nn.ReLU(inplace=True))
 
 
 def compact_trunk(in_channels: int = N_CHANNELS, widths=(16, 32, 64, 128),
-                  blocks=(2, 2, 2, 2)) -> tuple[nn.Module, int]:
-    """A slim ResNet of torchvision BasicBlocks: stem (stride 2), then one stage per width
-    (stride 1, then 2).  Returns (module mapping images to (B, widths[-1]) features, width)."""
+                  blocks=(2, 2, 2, 2), stem_stride: int = 2) -> tuple[nn.Module, int]:
+    """A slim ResNet of torchvision BasicBlocks: stem (``stem_stride`` 1 or 2), then one stage
+    per width (stride 1, then 2).  Returns (module mapping images to (B, widths[-1], h, w)
+    feature maps, width)."""
     if len(widths) != len(blocks) or not widths:
         raise ValueError(f"widths {widths} and blocks {blocks} must be non-empty and of equal length")
-    layers = [_stem(in_channels, widths[0])]
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+    layers = [_stem(in_channels, widths[0], stem_stride)]
     inplanes = widths[0]
     for i, (w, nb) in enumerate(zip(widths, blocks)):
         stride = 1 if i == 0 else 2
@@ -51,7 +56,6 @@ def compact_trunk(in_channels: int = N_CHANNELS, widths=(16, 32, 64, 128),
         stage += [tv.BasicBlock(w, w) for _ in range(nb - 1)]
         layers.append(nn.Sequential(*stage))
         inplanes = w
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
     return nn.Sequential(*layers), inplanes
 
 
@@ -64,20 +68,35 @@ def torchvision_trunk(arch: str, in_channels: int = N_CHANNELS) -> tuple[nn.Modu
     net.conv1 = nn.Conv2d(in_channels, 64, 3, stride=2, padding=1, bias=False)
     net.maxpool = nn.Identity()
     width = net.fc.in_features
-    net.fc = nn.Identity()
-    return net, width
+    # the same parameter names as torchvision's model, without its pool and fc
+    names = ("conv1", "bn1", "relu", "layer1", "layer2", "layer3", "layer4")
+    return nn.Sequential(OrderedDict((k, getattr(net, k)) for k in names)), width
+
+
+POOLS = ("avg", "avg+centre")
 
 
 class InitNet(nn.Module):
-    """Trunk + head: features ++ scalars -> (mean, log_sigma) of ``n_outputs`` coordinates."""
+    """Trunk + pooling + head: features ++ scalars -> (mean, log_sigma) of ``n_outputs``
+    coordinates.
+
+    pool : ``"avg"`` (global average of the trunk's last map) or ``"avg+centre"`` (that, plus
+        the 2x2 feature vectors around the map's centre, where the crop puts the galaxy).  A
+        global average is blind to where a feature lies, yet the centre offset and the light
+        profile of a galaxy a few pixels across are read off the central pixels.
+    """
 
     def __init__(self, trunk: nn.Module, width: int, n_scalars: int = N_SCALARS,
-                 n_outputs: int = len(COORDS), hidden: int = 128):
+                 n_outputs: int = len(COORDS), hidden: int = 128, pool: str = "avg"):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
         self.trunk = trunk
+        self.pool = pool
         self.n_outputs = n_outputs
         self.n_scalars = n_scalars
-        self.head = nn.Sequential(nn.Linear(width + n_scalars, hidden), nn.ReLU(inplace=True),
+        n_feat = width * (5 if pool == "avg+centre" else 1)
+        self.head = nn.Sequential(nn.Linear(n_feat + n_scalars, hidden), nn.ReLU(inplace=True),
                                   nn.Linear(hidden, 2 * n_outputs))
         # start near the standardised mean with unit uncertainty
         nn.init.zeros_(self.head[-1].bias)
@@ -90,7 +109,14 @@ class InitNet(nn.Module):
         reference check feeds a network)."""
         if scalars is None:
             x, scalars = x[:, :-1], x[:, -1, 0, :self.n_scalars]
-        feats = self.trunk(x)
+        fmap = self.trunk(x)
+        feats = fmap.mean(dim=(-2, -1))
+        if self.pool == "avg+centre":
+            h, w = fmap.shape[-2:]
+            if h < 2 or w < 2:
+                raise ValueError(f"pool 'avg+centre' needs a feature map of at least 2x2, got {h}x{w}")
+            cy, cx = h // 2, w // 2
+            feats = torch.cat([feats, fmap[:, :, cy - 1:cy + 1, cx - 1:cx + 1].flatten(1)], dim=1)
         out = self.head(torch.cat([feats, scalars.to(feats.dtype)], dim=1))
         mean, log_sigma = out[:, :self.n_outputs], out[:, self.n_outputs:]
         return mean, log_sigma.clamp(-7.0, 5.0)
@@ -104,13 +130,16 @@ class InitNet(nn.Module):
 
 def build_initnet(arch: str = "compact", in_channels: int = N_CHANNELS, n_scalars: int = N_SCALARS,
                   n_outputs: int = len(COORDS), hidden: int = 128, widths=(16, 32, 64, 128),
-                  blocks=(2, 2, 2, 2)) -> InitNet:
-    """The initializer network (see the module docstring).  ``widths``/``blocks`` apply to
-    ``arch="compact"`` only.  Random initialisation (no pretrained weights exist for it)."""
+                  blocks=(2, 2, 2, 2), stem_stride: int = 2, pool: str = "avg") -> InitNet:
+    """The initializer network (see the module docstring).  ``widths``/``blocks``/``stem_stride``
+    apply to ``arch="compact"`` only; ``pool`` to every arch (see :class:`InitNet`).  The
+    defaults are those of the first shipped checkpoints (which record no newer keyword);
+    training uses :data:`galmoss_auto.initnet.lightning.DEFAULTS`.  Random initialisation (no
+    pretrained weights exist for it)."""
     if arch == "compact":
-        trunk, width = compact_trunk(in_channels, tuple(widths), tuple(blocks))
+        trunk, width = compact_trunk(in_channels, tuple(widths), tuple(blocks), int(stem_stride))
     elif arch in ARCHS:
         trunk, width = torchvision_trunk(arch, in_channels)
     else:
         raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
-    return InitNet(trunk, width, n_scalars, n_outputs, hidden)
+    return InitNet(trunk, width, n_scalars, n_outputs, hidden, pool)

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from galmoss_auto.fitting import default_model
@@ -103,3 +104,23 @@ def test_chi2_is_float32_under_autocast():
         c = chi2_nu(target.to(torch.bfloat16), inp)
     assert c.dtype == torch.float32
     np.testing.assert_allclose(c.numpy(), chi2_nu(target, inp).numpy(), rtol=0.05)
+
+
+def test_mse_mean_loss_does_not_let_sigma_starve_the_mean():
+    """mean_loss="mse": the mean's gradient is the same whatever the predicted uncertainty; the
+    joint NLL form scales it down as 1/sigma^2 (the failure it replaces)."""
+    from galmoss_auto.initnet.loss import huber_sq
+    target = torch.tensor([[0.5, -0.5, 0.0, 0.6, 0.2, 0.5, 0.3, 0.4]], dtype=torch.float32)
+    grads = {}
+    for mode in ("mse", "nll"):
+        for ls in (0.0, 3.0):
+            mean = torch.zeros(1, 8, requires_grad=True)
+            total, _ = InitNetLoss(lam=0.0, mean_loss=mode)(mean, torch.full((1, 8), ls), target, None)
+            total.backward()
+            grads[mode, ls] = mean.grad.clone()
+    assert torch.allclose(grads["mse", 0.0], grads["mse", 3.0])
+    assert grads["nll", 3.0].abs().sum() < 0.01 * grads["nll", 0.0].abs().sum()
+    r = torch.tensor([0.5, 3.0, 10.0])
+    assert torch.allclose(huber_sq(r), torch.tensor([0.125, 4.5, 25.5]))
+    with pytest.raises(ValueError, match="mean_loss"):
+        InitNetLoss(mean_loss="l1")

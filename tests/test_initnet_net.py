@@ -81,3 +81,38 @@ def test_valid_mask_rejects_unphysical_predictions():
         c = good.clone()
         c[0, k] = bad
         assert not valid_mask(c, 64).any(), (COORDS[k], bad)
+
+
+def test_centre_pooling_shapes_and_bad_pool():
+    torch.manual_seed(0)
+    for stem in (1, 2):
+        net = build_initnet(widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1), hidden=16, stem_stride=stem,
+                            pool="avg+centre").eval()
+        mean, log_sigma = net(torch.randn(2, N_CHANNELS, 32, 32), torch.randn(2, N_SCALARS))
+        assert mean.shape == (2, len(COORDS)) and torch.isfinite(mean).all()
+    with pytest.raises(ValueError, match="avg\\+centre"):
+        build_initnet(pool="max")
+    with pytest.raises(ValueError, match="stem_stride"):
+        build_initnet(stem_stride=3)
+
+
+def test_residual_baseline_measures_the_galaxy():
+    """The residual form's baseline: centroid within 0.35 px (pulled towards the pixel by its window), angle within 10 deg for elongated
+    galaxies, r_e within 0.15 dex, and standardise/unstandardise invert each other with it."""
+    cutouts, truth, _ = make_galaxies(n=8, size=48, seed=5, noise=0.01)
+    s = stack_cutouts(cutouts, "cpu")
+    inp = prepare_inputs(s["image"], s["sigma"], s["mask"], s["psf"], s["zeropoint"], s["pixel_scale"],
+                         crop=32, aperture=12.0, shapes=s["shapes"])
+    t = targets_from_catalog(*(torch.as_tensor(truth[k], dtype=torch.float64) for k in
+                               ("x", "y", "mag", "r_e", "n", "q", "pa")),
+                             inp.origin, inp.centre, inp.mag_ref.double()).float()
+    b = inp.baseline
+    assert b.shape == (8, len(COORDS))
+    assert torch.all((b[:, :2] - t[:, :2]).abs() < 0.35)
+    assert torch.all((b[:, 3] - t[:, 3]).abs() < 0.15)
+    pa_b = torch.rad2deg(0.5 * torch.atan2(b[:, 7], b[:, 6]))
+    dpa = (pa_b - torch.as_tensor(truth["pa"], dtype=torch.float32) + 90) % 180 - 90
+    elongated = torch.as_tensor(truth["q"]) < 0.7
+    assert elongated.any() and torch.all(dpa[elongated].abs() < 10), dpa
+    z = standardise(t, b)
+    assert torch.allclose(unstandardise(z, b), t, atol=1e-5)
