@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["N_CHANNELS", "N_SCALARS", "NetInputs", "psf_scalars", "light_measures", "centroid",
+__all__ = ["N_CHANNELS", "N_SCALARS", "NetInputs", "psf_scalars", "light_measures", "window_moments",
            "baseline_coords", "prepare_inputs", "stack_cutouts"]
 
 N_CHANNELS = 3
@@ -92,28 +92,27 @@ def light_measures(img: torch.Tensor, good: torch.Tensor, in_ap: torch.Tensor, f
         return (edges[k] - step + t * step).clamp(min=0.25)
 
     r50, r90 = radius(0.5), radius(0.9)
-    w = torch.where(good & (r[None] <= torch.clamp(2.0 * r50, min=3.0)[:, None, None]),
-                    img.clamp(min=0), torch.zeros_like(img))
+    _, _, ixx, iyy, ixy = window_moments(img, good, centre, torch.clamp(2.0 * r50, min=3.0))
+    t = (ixx + iyy).clamp(min=1e-6)
+    return r50, r90, (ixx - iyy) / t, 2.0 * ixy / t
+
+
+def window_moments(img: torch.Tensor, good: torch.Tensor, centre: int, radius: torch.Tensor):
+    """(mx, my, ixx, iyy, ixy): first moments (px, relative to pixel ``centre``) and central
+    second moments (px²) of the positive, unmasked flux of crops (B, C, C) within ``radius``
+    (B,) px of that pixel."""
+    C = img.shape[-1]
+    d = torch.arange(C, device=img.device, dtype=torch.float32) - centre
+    yy, xx = d[:, None], d[None, :]
+    r = torch.sqrt(yy * yy + xx * xx)
+    w = torch.where(good & (r[None] <= radius[:, None, None]), img.clamp(min=0), torch.zeros_like(img))
     ws = w.sum(dim=(1, 2)).clamp(min=1e-30)
     mx = (w * xx).sum(dim=(1, 2)) / ws
     my = (w * yy).sum(dim=(1, 2)) / ws
     ixx = (w * xx * xx).sum(dim=(1, 2)) / ws - mx * mx
     iyy = (w * yy * yy).sum(dim=(1, 2)) / ws - my * my
     ixy = (w * xx * yy).sum(dim=(1, 2)) / ws - mx * my
-    t = (ixx + iyy).clamp(min=1e-6)
-    return r50, r90, (ixx - iyy) / t, 2.0 * ixy / t
-
-
-def centroid(img: torch.Tensor, good: torch.Tensor, centre: int, radius: torch.Tensor) -> tuple:
-    """(dx, dy) px: first moments of the positive flux of crops (B, C, C) within ``radius``
-    (B,) px of pixel ``centre``, relative to it (each within +-2 px)."""
-    C = img.shape[-1]
-    d = torch.arange(C, device=img.device, dtype=torch.float32) - centre
-    yy, xx = d[:, None], d[None, :]
-    near = (yy * yy + xx * xx)[None] <= (radius * radius)[:, None, None]
-    w = torch.where(good & near, img.clamp(min=0), torch.zeros_like(img))
-    ws = w.sum(dim=(1, 2)).clamp(min=1e-30)
-    return ((w * xx).sum(dim=(1, 2)) / ws).clamp(-2, 2), ((w * yy).sum(dim=(1, 2)) / ws).clamp(-2, 2)
+    return mx, my, ixx, iyy, ixy
 
 
 def baseline_coords(r50: torch.Tensor, fwhm: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor,
@@ -266,8 +265,9 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
     pix = torch.where(torch.isfinite(pixel_scale), pixel_scale.to(torch.float32),
                       torch.full_like(pixel_scale, 0.262, dtype=torch.float32))
     r50, r90, g1, g2 = light_measures(c_img, good, in_ap, f_ref, half)
-    cx_, cy_ = centroid(c_img, good, half, torch.clamp(r50, min=2.0))
-    baseline = baseline_coords(r50, fwhm, g1, g2, cx_, cy_)
+    # the baseline's centroid: a tighter window than the shape's, clamped to +-2 px
+    mx, my = window_moments(c_img, good, half, torch.clamp(r50, min=2.0))[:2]
+    baseline = baseline_coords(r50, fwhm, g1, g2, mx.clamp(-2, 2), my.clamp(-2, 2))
     scalars = torch.stack([torch.log(fwhm.clamp(min=0.3)), e1, e2, torch.log10(pix),
                            torch.log10(snr_ref.clamp(min=1.0)), masked_frac,
                            torch.log(r50), torch.log(r90 / r50).clamp(0, 3), g1, g2], dim=1)

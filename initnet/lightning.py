@@ -64,11 +64,15 @@ class InitNetModule(L.LightningModule):
     augment : train on a random flip/transpose of each batch (:func:`dihedral`), 8x the data.
     residual : predict corrections to the crop's own cheap measurements (the residual form of
         :mod:`~galmoss_auto.initnet.encoding`) instead of values about constant shifts.
+
+    The constructor's defaults are the first checkpoints' settings (so that their Lightning
+    checkpoints, which lack the newer keys, resume as they were trained); new training takes
+    :data:`DEFAULTS` through :func:`build_module`.
     """
 
     def __init__(self, arch: str = "compact", lr: float = 2e-3, weight_decay: float = 1e-4,
                  lam: float = 1.0, param_weight: float = 1.0, likelihood: str = "gaussian",
-                 mean_loss: str = "mse", crop: int = 64, aperture: float = 16.0, search_radius: float = 6.0,
+                 mean_loss: str = "nll", crop: int = 64, aperture: float = 16.0, search_radius: float = 6.0,
                  arch_kwargs: dict | None = None, augment: bool = True, residual: bool = False,
                  **ignored):
         super().__init__()

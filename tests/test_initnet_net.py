@@ -97,8 +97,9 @@ def test_centre_pooling_shapes_and_bad_pool():
 
 
 def test_residual_baseline_measures_the_galaxy():
-    """The residual form's baseline: centroid within 0.35 px (pulled towards the pixel by its window), angle within 10 deg for elongated
-    galaxies, r_e within 0.15 dex, and standardise/unstandardise invert each other with it."""
+    """The residual form's baseline: centroid within 0.35 px (pulled towards the pixel by its
+    window), angle within 10 deg for elongated galaxies, r_e within 0.15 dex, and
+    standardise/unstandardise invert each other with it."""
     cutouts, truth, _ = make_galaxies(n=8, size=48, seed=5, noise=0.01)
     s = stack_cutouts(cutouts, "cpu")
     inp = prepare_inputs(s["image"], s["sigma"], s["mask"], s["psf"], s["zeropoint"], s["pixel_scale"],
