@@ -14,7 +14,8 @@ c2, s2 cos 2θ, sin 2θ, θ = pa (radians CCW from +y)      --
 The network emits them standardised, ``z = (coord - shift) / SCALE``, plus ``ln sigma`` of each
 coordinate in standardised units.  ``shift`` is either the constants :data:`SHIFT` (the first
 checkpoints) or, in the *residual* form, a per-galaxy baseline measured from the crop itself
-(moment centroid, half-light radius, moment axis ratio and angle; see
+(moment centroid, PSF-corrected moment axis ratio and angle, and the Sérsic index, half-light
+radius and missing aperture light of the circular profile with the crop's curve of growth; see
 :func:`galmoss_auto.initnet.inputs.baseline_coords`), so that the network predicts corrections to
 cheap measurements rather than values from scratch.  A checkpoint's registry entry records which
 (``input.residual``) and the constants.

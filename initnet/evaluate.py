@@ -4,8 +4,11 @@ Statistics (per parameter, over galaxies): ``sigma`` = robust standard deviation
 (1.4826 x median absolute deviation) and ``bias`` = median of the error, for
 
 * ``mag`` (predicted - true, mag), ``log_re`` (log10 ratio, dex), ``n`` (fractional,
-  (n_pred - n_true) / n_true), ``x``, ``y`` (px), ``q``, ``pa`` (deg, wrapped; galaxies with
-  q < 0.8 only, where the angle is defined);
+  (n_pred - n_true) / n_true), ``log_n`` (log10 ratio, dex), ``x``, ``y`` (px), ``q``, ``pa``
+  (deg, wrapped; galaxies with q < 0.8 only, where the angle is defined);
+
+  the fractional ``n`` scatter of a start biased low is shrunk by that bias (n_pred = n_true / 2
+  with 40 % noise scores 0.2), so starts are compared on ``log_n``, which a bias does not move;
 * overall and per S/N bin (:data:`SNR_BINS`, S/N of the reference flux inside the aperture).
 
 The flat result keys read ``<method>_<stat>_<param>[_snr<lo>-<hi>]`` with method ``initnet``
@@ -77,6 +80,7 @@ def start_errors(pred: dict, truth: dict) -> dict:
     return {"mag": pred["mag"] - truth["mag"],
             "log_re": np.log10(np.clip(pred["r_e"], 1e-3, None) / truth["r_e"]),
             "n": (pred["n"] - truth["n"]) / truth["n"],
+            "log_n": np.log10(np.clip(pred["n"], 1e-3, None) / truth["n"]),
             "x": pred["x"] - truth["x"], "y": pred["y"] - truth["y"],
             "q": pred["q"] - truth["q"], "pa": np.where(truth["q"] < 0.8, dpa, np.nan)}
 
@@ -88,7 +92,7 @@ def start_metrics(pred: dict, truth: dict, snr: np.ndarray, method: str) -> dict
     for p, e in err.items():
         out[f"{method}_sigma_{p}"] = robust_sigma(e)
         out[f"{method}_bias_{p}"] = float(np.nanmedian(e)) if np.isfinite(e).any() else float("nan")
-        if p in ("mag", "log_re", "n"):
+        if p in ("mag", "log_re", "n", "log_n"):
             for lo, hi in SNR_BINS:
                 sel = (snr >= lo) & (snr < hi)
                 tag = f"_snr{lo:g}-{hi:g}"

@@ -13,7 +13,7 @@ import torch
 from galmoss_auto import __version__
 
 from .encoding import COORDS, SCALE, SHIFT, VALID
-from .inputs import N_CHANNELS, N_SCALARS
+from .inputs import N_CHANNELS, N_PROFILE, N_SCALARS
 
 __all__ = ["BUILDER", "entry_for", "export", "reference_input"]
 
@@ -44,8 +44,9 @@ def entry_for(module, *, survey: str, bands, training: dict, evaluation: dict,
                   "10 image/F_ref, mask; scalars ln psf_fwhm_px, psf_e1, psf_e2, log10 pixel_scale, "
                   "log10 snr_ref, masked_fraction (galmoss_auto.initnet.inputs)",
                   "crop": int(hp.crop), "aperture": float(hp.aperture),
-                  "search_radius": float(hp.search_radius), "channels": N_CHANNELS, "scalars": N_SCALARS,
-                  "residual": bool(hp.get("residual", False))},
+                  "search_radius": float(hp.search_radius), "channels": N_CHANNELS,
+                  "scalars": N_SCALARS + (N_PROFILE if hp.get("profile", False) else 0),
+                  "residual": bool(hp.get("residual", False)), "profile": bool(hp.get("profile", False))},
         "output": {"coords": list(COORDS), "shift": "baseline_coords (residual)" if hp.get("residual", False)
                    else list(SHIFT), "scale": list(SCALE),
                    "transforms": "coord = z * scale + shift; sigma = exp(log_sigma) * scale; "
@@ -66,7 +67,7 @@ def reference_input(module, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     crop = int(module.hparams.crop)
     x = torch.randn(2, N_CHANNELS, crop, crop, generator=g)
-    s = torch.randn(2, N_SCALARS, generator=g)
+    s = torch.randn(2, module.net.n_scalars, generator=g)
     return module.net.pack(x, s)
 
 

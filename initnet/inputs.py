@@ -20,6 +20,11 @@ inputs, in the main process:
    (radius enclosing half of ``F_ref``, px), ln(r90 / r50), and the moment ellipticity
    e1, e2.  They give the network a well-conditioned first guess to correct rather than to
    rediscover.  A cutout without a PSF is treated as unresolved (FWHM 1 px, round).
+6. **Profile scalars** (``profile=True``, :data:`N_PROFILE` = 10 more): the curve of growth in
+   a scale-free form, ln(R_f / r50) for f = 0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8 (the galaxy's,
+   inside the aperture), ln(R50 / r50) and ln(R90 / r50) of the PSF, and the baseline's ln n.
+   The Sérsic index lives in the profile's shape relative to the PSF's, which a small network
+   reads off these numbers far more easily than off the pixels.
 """
 
 from __future__ import annotations
@@ -31,18 +36,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["N_CHANNELS", "N_SCALARS", "NetInputs", "psf_scalars", "light_measures", "window_moments",
-           "baseline_coords", "prepare_inputs", "stack_cutouts"]
+__all__ = ["N_CHANNELS", "N_SCALARS", "N_PROFILE", "NetInputs", "psf_scalars", "growth_radii", "light_measures",
+           "moment_ellipticity", "window_moments", "gaussian_moments", "baseline_coords", "prepare_inputs", "stack_cutouts"]
 
 N_CHANNELS = 3
 N_SCALARS = 10
+N_PROFILE = 10
+PROFILE_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8)
 
 
 @dataclass
 class NetInputs:
     """A prepared batch.  Shapes: B = galaxies, C = crop side in pixels.
 
-    x : (B, 3, C, C) network channels.  scalars : (B, 6).
+    x : (B, 3, C, C) network channels.  scalars : (B, N_SCALARS [+ N_PROFILE]).
     image, sigma : (B, C, C) the crop in image units.  mask : (B, C, C) bool, True = bad.
     psf : (B, h, w) unit-sum PSFs.  zeropoint, mag_ref, snr, r50 : (B,).
     origin : (B, 2) long, (row, col) 0-based cutout coordinates of the crop's first pixel.
@@ -67,34 +74,54 @@ class NetInputs:
     baseline: torch.Tensor | None = None
 
 
-def light_measures(img: torch.Tensor, good: torch.Tensor, in_ap: torch.Tensor, f_ref: torch.Tensor,
-                   centre: int, step: float = 0.5):
-    """(r50, r90, e1, e2) of crops (B, C, C) about pixel ``centre``: radii (px) enclosing 50 %
-    and 90 % of ``f_ref`` (cumulative flux in ``step``-px annuli inside the aperture, linearly
-    interpolated), and the ellipticity of the second moments of the positive flux inside
-    max(3, 2 r50) px (e1 > 0: elongated along x)."""
-    B, C, _ = img.shape
-    d = torch.arange(C, device=img.device, dtype=torch.float32) - centre
-    yy, xx = d[:, None], d[None, :]
-    r = torch.sqrt(yy * yy + xx * xx)
-    nb = int(r[in_ap].max() / step) + 2
+def growth_radii(img: torch.Tensor, good: torch.Tensor, centre: int, total: torch.Tensor,
+                 fracs=(0.5, 0.9), step: float = 0.5, rmax: float | None = None) -> list[torch.Tensor]:
+    """Radii (px) about pixel (``centre``, ``centre``) of images (B, N, N) enclosing each
+    fraction in ``fracs`` of ``total`` (B,): the cumulative good flux in ``step``-px annuli out
+    to ``rmax`` px (default: the image's corner), linearly interpolated, at least 0.25 px."""
+    B, N, _ = img.shape
+    d = torch.arange(N, device=img.device, dtype=torch.float32) - centre
+    r = torch.sqrt(d[:, None] ** 2 + d[None, :] ** 2)
+    nb = int((float(r.max()) if rmax is None else rmax) / step) + 2
     idx = (r / step).long().clamp(max=nb - 1).flatten()
-    f = torch.where(good & in_ap[None], img, torch.zeros_like(img)).flatten(1)
-    prof = torch.zeros(B, nb, device=img.device).index_add_(1, idx, f)
-    cum = prof.cumsum(1) / f_ref[:, None]
+    f = torch.where(good, img, torch.zeros_like(img)).flatten(1)
+    prof = torch.zeros(B, nb, device=img.device, dtype=img.dtype).index_add_(1, idx, f)
+    cum = prof.cumsum(1) / total[:, None]
     edges = (torch.arange(nb, device=img.device, dtype=torch.float32) + 1) * step
-
-    def radius(frac):
+    out = []
+    for frac in fracs:
         k = (cum < frac).sum(1).clamp(max=nb - 1)
         c_hi = cum.gather(1, k[:, None])[:, 0]
         c_lo = torch.where(k > 0, cum.gather(1, (k - 1).clamp(min=0)[:, None])[:, 0], torch.zeros_like(c_hi))
         t = ((frac - c_lo) / (c_hi - c_lo).clamp(min=1e-6)).clamp(0, 1)
-        return (edges[k] - step + t * step).clamp(min=0.25)
+        out.append((edges[k] - step + t * step).clamp(min=0.25))
+    return out
 
-    r50, r90 = radius(0.5), radius(0.9)
+
+def light_measures(img: torch.Tensor, good: torch.Tensor, in_ap: torch.Tensor, f_ref: torch.Tensor,
+                   centre: int, step: float = 0.5):
+    """(r50, r90, (Ixx, Iyy, Ixy)) of crops (B, C, C) about pixel ``centre``: radii (px)
+    enclosing 50 % and 90 % of ``f_ref`` (cumulative flux in ``step``-px annuli inside the
+    aperture, linearly interpolated), and the central second moments (px²) of the positive flux
+    inside max(3, 2 r50) px (:func:`moment_ellipticity` turns them into e1, e2; e1 > 0:
+    elongated along x)."""
+    d = torch.arange(img.shape[-1], device=img.device, dtype=torch.float32) - centre
+    r_ap = float(torch.sqrt(d[:, None] ** 2 + d[None, :] ** 2)[in_ap].max())
+    r50, r90 = growth_radii(img, good & in_ap[None], centre, f_ref, (0.5, 0.9), step, rmax=r_ap)
     _, _, ixx, iyy, ixy = window_moments(img, good, centre, torch.clamp(2.0 * r50, min=3.0))
-    t = (ixx + iyy).clamp(min=1e-6)
-    return r50, r90, (ixx - iyy) / t, 2.0 * ixy / t
+    return r50, r90, (ixx, iyy, ixy)
+
+
+def moment_ellipticity(ixx: torch.Tensor, iyy: torch.Tensor, ixy: torch.Tensor,
+                       psf_var: torch.Tensor | float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e1, e2) = ((Ixx - Iyy), 2 Ixy) / (Ixx + Iyy) of second moments (px²), with a PSF's
+    per-axis variance ``psf_var`` removed from Ixx and Iyy first (exact for Gaussians; each
+    kept at >= 1/4 of its observed value, as for the sep start, so that noise cannot make a
+    galaxy narrower than nothing)."""
+    ixx_i = torch.maximum(ixx - psf_var, 0.25 * ixx)
+    iyy_i = torch.maximum(iyy - psf_var, 0.25 * iyy)
+    t = (ixx_i + iyy_i).clamp(min=1e-6)
+    return (ixx_i - iyy_i) / t, 2.0 * ixy / t
 
 
 def window_moments(img: torch.Tensor, good: torch.Tensor, centre: int, radius: torch.Tensor):
@@ -115,24 +142,78 @@ def window_moments(img: torch.Tensor, good: torch.Tensor, centre: int, radius: t
     return mx, my, ixx, iyy, ixy
 
 
-def baseline_coords(r50: torch.Tensor, fwhm: torch.Tensor, g1: torch.Tensor, g2: torch.Tensor,
-                    dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+def gaussian_moments(img: torch.Tensor, good: torch.Tensor, centre: int, sigma_w: torch.Tensor,
+                     iters: int = 5, max_shift: float = 3.0):
+    """(mx, my, Ixx, Iyy, Ixy) of crops (B, C, C) under a circular Gaussian weight of
+    ``sigma_w`` (B,) px that follows the centroid: ``iters`` re-centrings from pixel ``centre``
+    (offsets kept within ``max_shift`` px), then the weighted second moments of the positive
+    unmasked flux about it with the weight divided out (``(M^-1 - 1/sigma_w²)^-1``, exact for a
+    Gaussian galaxy; the weighted M where that is not positive definite).
+
+    Measured on held-out SDSS-like crops (S/N 20-500) against the flat window of
+    :func:`window_moments`: centroid scatter 0.06 px instead of 0.22, axis-ratio scatter (after
+    the PSF's variance is removed) 0.10 instead of 0.125."""
+    C = img.shape[-1]
+    d = torch.arange(C, device=img.device, dtype=torch.float32) - centre
+    f = torch.where(good, img, torch.zeros_like(img))
+    s2 = (sigma_w * sigma_w)[:, None, None]
+    mx = torch.zeros(img.shape[0], device=img.device)
+    my = torch.zeros_like(mx)
+    for _ in range(iters):
+        X, Y = d[None, None, :] - mx[:, None, None], d[None, :, None] - my[:, None, None]
+        w = f * torch.exp(-0.5 * (X * X + Y * Y) / s2)
+        ws = w.sum(dim=(1, 2))
+        ws = torch.where(ws.abs() > 1e-30, ws, torch.full_like(ws, 1e-30))
+        mx = ((w * d[None, None, :]).sum(dim=(1, 2)) / ws).clamp(-max_shift, max_shift)
+        my = ((w * d[None, :, None]).sum(dim=(1, 2)) / ws).clamp(-max_shift, max_shift)
+    X, Y = d[None, None, :] - mx[:, None, None], d[None, :, None] - my[:, None, None]
+    w = f.clamp(min=0) * torch.exp(-0.5 * (X * X + Y * Y) / s2)
+    ws = w.sum(dim=(1, 2)).clamp(min=1e-30)
+    ixx = (w * X * X).sum(dim=(1, 2)) / ws
+    iyy = (w * Y * Y).sum(dim=(1, 2)) / ws
+    ixy = (w * X * Y).sum(dim=(1, 2)) / ws
+    # divide the weight out: inverse moments subtract 1/sigma_w^2 on the diagonal (2x2 closed form)
+    det = (ixx * iyy - ixy * ixy).clamp(min=1e-12)
+    a, b, c = iyy / det - 1.0 / s2[:, 0, 0], -ixy / det, ixx / det - 1.0 / s2[:, 0, 0]
+    det_i = a * c - b * b
+    ok = (a > 1e-6) & (c > 1e-6) & (det_i > 1e-12)
+    det_i = torch.where(ok, det_i, torch.ones_like(det_i))
+    ixx = torch.where(ok, c / det_i, ixx)
+    iyy = torch.where(ok, a / det_i, iyy)
+    ixy = torch.where(ok, -b / det_i, ixy)
+    return mx, my, ixx, iyy, ixy
+
+
+def baseline_coords(r50: torch.Tensor, r90: torch.Tensor, psf_r50: torch.Tensor, psf_r90: torch.Tensor,
+                    g1: torch.Tensor, g2: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor,
+                    aperture: float) -> torch.Tensor:
     """The residual form's per-galaxy baseline (B, 8) in :data:`~galmoss_auto.initnet.encoding.COORDS`
-    order, from cheap measurements of the crop: the centroid (dx, dy); the constant dmag and
-    log n shifts; the moment axis ratio ``q0 = sqrt((1 - |g|) / (1 + |g|))`` and angle (the
-    major axis at PA θ has ``g = -|g| (cos 2θ, sin 2θ)``); and the half-light radius with the
-    PSF's removed in quadrature (``r50² - (FWHM/2)²``, at least 0.5 px), turned into a major axis
-    ``/ sqrt(q0)``.  PSF rounding, aperture losses and noise are left for the network."""
-    from .encoding import SHIFT
+    order, from cheap measurements of the crop (radii in px):
+
+    * centre: the centroid (dx, dy) (:func:`gaussian_moments`);
+    * q, angle: the PSF-corrected moment ellipticity g = (g1, g2) (of the same moments):
+      ``q0 = sqrt((1 - |g|) / (1 + |g|))``; the major axis at PA θ has ``g = -|g| (cos 2θ, sin 2θ)``;
+    * log n, log r_e: the circular Sérsic profile whose radii enclosing 50 % and 90 % of the
+      light inside the ``aperture`` are the measured ``r50``, ``r90`` with the PSF's radii
+      (``psf_r50``, ``psf_r90``) removed in quadrature (each at least half its observed value),
+      :func:`~galmoss_auto.initnet.growth.sersic_from_aperture_radii`; r_e turned into a major
+      axis ``/ sqrt(q0)``;
+    * dmag: ``2.5 log10 f``, f that profile's light fraction inside the aperture, which the
+      reference magnitude misses.
+
+    What quadrature, circular apertures and noise get wrong is left for the network."""
+    from .growth import aperture_fraction, sersic_from_aperture_radii
 
     g = torch.sqrt(g1 * g1 + g2 * g2).clamp(max=0.95)
     q0 = torch.sqrt((1.0 - g) / (1.0 + g))
     unit = torch.sqrt(g1 * g1 + g2 * g2 + 1e-4)
-    r_circ = torch.sqrt((r50 * r50 - 0.25 * fwhm * fwhm).clamp(min=0.25))
-    log_re = torch.log10(r_circ / torch.sqrt(q0)).clamp(-0.5, 1.8)
-    const = lambda v: torch.full_like(r50, float(v))
-    return torch.stack([dx, dy, const(SHIFT[2]), log_re, const(SHIFT[4]), q0,
-                        -g1 / unit, -g2 / unit], dim=1)
+    r50_i = torch.sqrt(torch.maximum(r50 * r50 - psf_r50 * psf_r50, 0.25 * r50 * r50))
+    r90_i = torch.sqrt(torch.maximum(r90 * r90 - psf_r90 * psf_r90, 0.25 * r90 * r90))
+    n0, r_circ = sersic_from_aperture_radii(r50_i, torch.maximum(r90_i, 1.05 * r50_i), aperture)
+    log_re = torch.log10(r_circ.clamp(min=0.3) / torch.sqrt(q0)).clamp(-0.5, 1.8)
+    frac = aperture_fraction(n0, aperture / r_circ.clamp(min=0.3)).clamp(min=0.25)
+    dmag = 2.5 * torch.log10(frac)
+    return torch.stack([dx, dy, dmag, log_re, torch.log10(n0), q0, -g1 / unit, -g2 / unit], dim=1)
 
 
 def psf_scalars(psf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -194,6 +275,13 @@ def stack_cutouts(cutouts, device) -> dict:
             "shapes": [tuple(c.shape) for c in cutouts]}
 
 
+def _centred_square(psf: torch.Tensor) -> torch.Tensor:
+    """PSFs (B, h, w) zero-padded to an odd square whose centre pixel is theirs (h // 2, w // 2)."""
+    h, w = psf.shape[-2:]
+    half = max(h // 2, w // 2, (h - 1) - h // 2, (w - 1) - w // 2)
+    return F.pad(psf, (half - w // 2, half - (w - 1 - w // 2), half - h // 2, half - (h - 1 - h // 2)))
+
+
 def _delta_psf() -> np.ndarray:
     # an unresolved PSF for cutouts without one: a 3x3 kernel of FWHM ~1 px
     k = np.array([[0.0625, 0.125, 0.0625], [0.125, 0.25, 0.125], [0.0625, 0.125, 0.0625]], np.float32)
@@ -203,8 +291,9 @@ def _delta_psf() -> np.ndarray:
 def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor, psf: torch.Tensor,
                    zeropoint: torch.Tensor, pixel_scale: torch.Tensor, crop: int = 64,
                    aperture: float = 16.0, search_radius: float = 6.0,
-                   shapes: list | None = None) -> NetInputs:
-    """Batch of cutouts (B, H, W) -> :class:`NetInputs` (see the module docstring).
+                   shapes: list | None = None, profile: bool = False) -> NetInputs:
+    """Batch of cutouts (B, H, W) -> :class:`NetInputs` (see the module docstring; ``profile``:
+    append the profile scalars, item 6).
 
     ``shapes``: each cutout's true (h, w) when the batch is padded (the geometric centre is
     taken from it); default (H, W) for all.  ``pixel_scale`` NaN (unknown) is read as 0.262".
@@ -264,13 +353,25 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
     fwhm, e1, e2 = psf_scalars(psf)
     pix = torch.where(torch.isfinite(pixel_scale), pixel_scale.to(torch.float32),
                       torch.full_like(pixel_scale, 0.262, dtype=torch.float32))
-    r50, r90, g1, g2 = light_measures(c_img, good, in_ap, f_ref, half)
-    # the baseline's centroid: a tighter window than the shape's, clamped to +-2 px
-    mx, my = window_moments(c_img, good, half, torch.clamp(r50, min=2.0))[:2]
-    baseline = baseline_coords(r50, fwhm, g1, g2, mx.clamp(-2, 2), my.clamp(-2, 2))
+    r50, r90, moments = light_measures(c_img, good, in_ap, f_ref, half)
+    g1, g2 = moment_ellipticity(*moments)
+    # the baseline's centre and shape: Gaussian-weighted moments that follow the galaxy
+    mx, my, *adaptive = gaussian_moments(c_img, good, half, torch.clamp(r50, min=1.5))
+    gc1, gc2 = moment_ellipticity(*adaptive, psf_var=(fwhm / 2.3548) ** 2)
+    sq = _centred_square(psf)
+    psf_r50, psf_r90 = growth_radii(sq, torch.ones_like(sq, dtype=torch.bool), sq.shape[-1] // 2,
+                                    torch.ones_like(fwhm))
+    baseline = baseline_coords(r50, r90, psf_r50, psf_r90, gc1, gc2, mx, my, aperture)
     scalars = torch.stack([torch.log(fwhm.clamp(min=0.3)), e1, e2, torch.log10(pix),
                            torch.log10(snr_ref.clamp(min=1.0)), masked_frac,
                            torch.log(r50), torch.log(r90 / r50).clamp(0, 3), g1, g2], dim=1)
+    if profile:
+        d = torch.arange(crop, device=dev, dtype=torch.float32) - half
+        r_ap = float(torch.sqrt(d[:, None] ** 2 + d[None, :] ** 2)[in_ap].max())
+        radii = growth_radii(c_img, good & in_ap[None], half, f_ref, PROFILE_FRACTIONS, rmax=r_ap)
+        shape = [torch.log(r / r50) for r in radii] + [torch.log(psf_r50 / r50), torch.log(psf_r90 / r50)]
+        scalars = torch.cat([scalars, torch.stack(shape, dim=1).clamp(-4, 4),
+                             baseline[:, 4:5] * math.log(10.0)], dim=1)
     return NetInputs(x=x, scalars=scalars, image=c_img, sigma=c_sig, mask=c_msk, psf=psf,
                      zeropoint=zeropoint.to(torch.float32), mag_ref=mag_ref, snr=snr_ref,
                      origin=torch.stack([oy, ox], dim=1), centre=half, psf_fwhm=fwhm, r50=r50,

@@ -34,23 +34,26 @@ import torch
 
 from .data import Mixed, LabelledCutouts, SimItems, collate, labels_from_catalog
 from .encoding import targets_from_catalog, unstandardise
-from .inputs import prepare_inputs
+from .inputs import N_PROFILE, N_SCALARS, prepare_inputs
 from .loss import InitNetLoss
 from .resnet import build_initnet
 
 __all__ = ["DEFAULTS", "dihedral", "InitNetModule", "InitNetDataModule", "build_module", "build_datamodule",
            "evaluate", "export", "report_figures"]
 
-#: Default training size.  Cost measured on the 2-core CPU VM, torch.set_num_threads(1), one
-#: free core: simulating 12000 64-px SDSS cutouts takes ~220 s (HSC/LSST ~2x longer); training
-#: runs at ~140 samples/s with the χ² term (2.2 batches of 64 per s; 0.4/s when the machine
-#: is shared by ~6 jobs), so 3 epochs of 12000 (560 steps) take ~4.5 min; a GPU is far faster.
-#: The smoke size (n_train 600, epochs 1) trains in ~5 s.
-DEFAULTS = {"n_train": 12000, "n_val": 300, "epochs": 3, "batch_size": 64, "lr": 2e-3,
+#: Default training size.  Cost measured on the 2-core CPU VM, one thread per job, two jobs at
+#: once: simulating 36000 64-px SDSS cutouts takes ~3 min (HSC/LSST ~2x longer); training runs
+#: at ~125 samples/s with the χ² term, so 2 epochs of 36000 (1125 steps of 64) take ~10 min;
+#: a GPU is far faster.  The smoke size (n_train 600, epochs 1) trains in ~5 s.
+DEFAULTS = {"n_train": 36000, "n_val": 600, "epochs": 2, "batch_size": 64, "lr": 2e-3,
             "arch": "compact", "lam": 1.0, "param_weight": 1.0, "size": 64,
-            # measured 2026-12-02 (benchmarks/results/2026-12-02-vm-cpu-initnet-residual.md): the
-            # residual form with centre pooling halves the r_e and angle scatter of the first form
-            "residual": True, "arch_kwargs": {"pool": "avg+centre"}, "mean_loss": "mse"}
+            # measured 2026-12-02/03 (benchmarks/results/2026-12-03-vm-cpu-initnet.md): the
+            # residual form over the crop's own measured baselines and centre pooling lowered
+            # the held-out scatter in r_e, q, centre and angle; the curve-of-growth scalars in
+            # n and mag over all S/N; with those baselines the joint NLL on the means ("nll")
+            # beats the MSE ("mse", needed by the first form) in mag, r_e and most in n
+            "residual": True, "arch_kwargs": {"pool": "avg+centre"}, "mean_loss": "nll",
+            "profile": True}
 
 
 class InitNetModule(L.LightningModule):
@@ -64,6 +67,8 @@ class InitNetModule(L.LightningModule):
     augment : train on a random flip/transpose of each batch (:func:`dihedral`), 8x the data.
     residual : predict corrections to the crop's own cheap measurements (the residual form of
         :mod:`~galmoss_auto.initnet.encoding`) instead of values about constant shifts.
+    profile : also feed the network the curve-of-growth scalars (item 6 of
+        :mod:`~galmoss_auto.initnet.inputs`).
 
     The constructor's defaults are the first checkpoints' settings (so that their Lightning
     checkpoints, which lack the newer keys, resume as they were trained); new training takes
@@ -74,10 +79,12 @@ class InitNetModule(L.LightningModule):
                  lam: float = 1.0, param_weight: float = 1.0, likelihood: str = "gaussian",
                  mean_loss: str = "nll", crop: int = 64, aperture: float = 16.0, search_radius: float = 6.0,
                  arch_kwargs: dict | None = None, augment: bool = True, residual: bool = False,
-                 **ignored):
+                 profile: bool = False, **ignored):
         super().__init__()
         self.save_hyperparameters(ignore=["ignored"])
         self.arch_kwargs = {"arch": arch, **(arch_kwargs or {})}
+        if profile:
+            self.arch_kwargs["n_scalars"] = N_SCALARS + N_PROFILE
         self.net = build_initnet(**self.arch_kwargs)
         self.loss = InitNetLoss(lam=lam, param_weight=param_weight, likelihood=likelihood,
                                 mean_loss=mean_loss)
@@ -91,7 +98,8 @@ class InitNetModule(L.LightningModule):
         inputs = prepare_inputs(batch["image"].to(dev), batch["sigma"].to(dev), batch["mask"].to(dev),
                                 batch["psf"].to(dev), batch["zeropoint"].to(dev),
                                 batch["pixel_scale"].to(dev), crop=hp.crop, aperture=hp.aperture,
-                                search_radius=hp.search_radius, shapes=batch.get("shapes"))
+                                search_radius=hp.search_radius, shapes=batch.get("shapes"),
+                                profile=bool(hp.get("profile", False)))
         t = batch["target"].to(dev)
         target = targets_from_catalog(*t.unbind(1), inputs.origin, inputs.centre, inputs.mag_ref.double())
         return inputs, target.float()
@@ -263,7 +271,7 @@ def build_module(**hparams) -> InitNetModule:
     """An untrained :class:`InitNetModule`; keys of :data:`DEFAULTS` that are not module
     settings (n_train, epochs, batch_size, size) are accepted and ignored."""
     known = {"arch", "lr", "weight_decay", "lam", "param_weight", "likelihood", "mean_loss", "crop", "aperture",
-             "search_radius", "arch_kwargs", "augment", "residual"}
+             "search_radius", "arch_kwargs", "augment", "residual", "profile"}
     data_keys = {"n_train", "n_val", "epochs", "batch_size", "size", "seed"}
     unknown = set(hparams) - known - data_keys
     if unknown:

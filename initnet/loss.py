@@ -11,7 +11,11 @@
   on a coordinate it finds hard: the mean's gradient scales as 1/σ², so once σ grows the mean
   stops learning (measured: q and the angle no better than their prior, and the NLL spiking
   to ~500 on single batches; Seitzer et al. 2022, ICLR, "On the pitfalls of heteroscedastic
-  uncertainty estimation").
+  uncertainty estimation") when those coordinates had to be learned from scratch.  Around the
+  residual form's measured baselines that no longer happens, and the joint NLL's weighting
+  (trusting the galaxies whose parameters the network can read) then wins, most in n: it is
+  the training default (:data:`galmoss_auto.initnet.lightning.DEFAULTS`), while this class
+  keeps ``"mse"`` as its own default.
 * **χ²**: the predicted parameters are rendered by the fitter's own renderer
   (:func:`galmoss_auto.fitting.render_batch`, float32 with autocast off) on the crop, with its
   PSF, and compared with the data: ``χ²_ν = Σ_good ((data - model) / sigma)² / N_good``.  Its

@@ -94,6 +94,7 @@ class InitNetInitializer:
         self.aperture = float(inp.get("aperture", 16.0))
         self.search_radius = float(inp.get("search_radius", 6.0))
         self.residual = bool(inp.get("residual", False))
+        self.profile = bool(inp.get("profile", False))
         self.batch_size = int(batch_size)
         self.detect = detect
         self._sep = None
@@ -109,6 +110,7 @@ class InitNetInitializer:
         self.net = module.net.float().eval()
         self.crop, self.aperture, self.search_radius = int(hp.crop), float(hp.aperture), float(hp.search_radius)
         self.residual = bool(hp.get("residual", False))
+        self.profile = bool(hp.get("profile", False))
         self.batch_size, self.detect, self._sep = int(batch_size), detect, None
         self._on = next(self.net.parameters()).device
         return self
@@ -135,7 +137,8 @@ class InitNetInitializer:
             s = stack_cutouts(chunk, device)
             inputs = prepare_inputs(s["image"], s["sigma"], s["mask"], s["psf"], s["zeropoint"],
                                     s["pixel_scale"], crop=self.crop, aperture=self.aperture,
-                                    search_radius=self.search_radius, shapes=s["shapes"])
+                                    search_radius=self.search_radius, shapes=s["shapes"],
+                                    profile=self.profile)
             coords, sigma = run_network(self.net, inputs, self.residual)
             v, e, ok = decode(coords, sigma, inputs)
             vals.append(v)

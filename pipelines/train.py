@@ -48,6 +48,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -117,6 +118,7 @@ class TrainOptions:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    version: str = "1"
 
 
 # --------------------------------------------------------------------------- command line
@@ -173,6 +175,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--workers", type=int, default=-1,
                    help="DataLoader workers per process (default: 0 on the CPU, "
                         "min(8, cores/devices - 1) on GPUs)")
+    t.add_argument("--version", default="1",
+                   help="the checkpoint's version, part of its registry name (default 1): a new "
+                        "training of a shipped checkpoint takes the next one")
     t.add_argument("--resume", action="store_true",
                    help="continue from ZOO/lightning/<stage>/checkpoints/last.ckpt")
     t.add_argument("--overwrite", action="store_true",
@@ -256,6 +261,9 @@ def _check(opts: TrainOptions):
         raise TrainError(str(exc)) from None
     for name in ("n_train", "n_val", "epochs", "batch_size", "devices", "num_nodes"):
         _positive("--" + name.replace("_", "-"), getattr(opts, name))
+    if not re.fullmatch(r"[0-9A-Za-z][0-9A-Za-z.]*", str(opts.version)):
+        raise TrainError(f"--version must be letters, digits and dots (it names the checkpoint "
+                         f"file), got {opts.version!r}")
     if opts.size is not None:
         _positive("--size", opts.size, 32)
     if opts.lr is not None and not opts.lr > 0:
@@ -605,6 +613,8 @@ def _canonical_command(opts: TrainOptions, name: str, s: dict) -> str:
             args += ["--" + key, str(getattr(opts, key))]
     if opts.artifacts:
         args.append("--artifacts")
+    if opts.version != "1":
+        args += ["--version", opts.version]
     return shlex.join(args)
 
 
@@ -650,6 +660,10 @@ def _fit_all(opts, accelerator, stages, plan) -> dict:
         s = p["settings"]
         L.seed_everything(opts.seed, workers=True, verbose=False)
         module = stage.build_module(**_hparams(stage, s))
+        if p["ckpt"]:
+            # resume the network that was trained, not today's defaults: the checkpoint's own
+            # hyperparameters (defaults may have changed since it was written)
+            module = type(module).load_from_checkpoint(p["ckpt"], map_location="cpu")
         try:
             dm = stage.build_datamodule(p["train_dir"], p["val_dir"], batch_size=s["batch_size"],
                                         seed=opts.seed, num_workers=workers, real=opts.real,
@@ -700,8 +714,11 @@ def _finish(opts, survey, accelerator, name, stage, p, module, trainer, meter) -
     # the range the run checks cutouts against (WEIGHTS_MISMATCH), from the preset itself so
     # that a survey TOML gets one too
     training["trained_for"] = training_range(survey, bands)
+    params = inspect.signature(stage.export).parameters.values()
+    versioned = any(q.name == "version" or q.kind is q.VAR_KEYWORD for q in params)
     zoo_file = stage.export(module, Path(opts.out), survey=survey.name, bands=bands,
-                            training=training, evaluation=evaluation)
+                            training=training, evaluation=evaluation,
+                            **({"version": opts.version} if versioned else {}))
     report = write_report(Path(opts.out) / "report", name, stage=stage, module=module,
                           sim_dir=p["val_dir"], log_dir=_stage_root(opts, name) / "logs",
                           evaluation=evaluation, training=training, zoo_file=zoo_file)

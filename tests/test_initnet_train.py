@@ -162,3 +162,20 @@ def test_evaluation_leaves_out_a_central_buried_under_neighbours(monkeypatch):
     with pytest.raises(ValueError, match="valid pixel"):
         ev.load_sim("sim")
     assert np.isfinite(truth["mag"]).all()
+
+
+def test_start_metrics_score_n_also_in_dex():
+    """A start biased low by a factor 2 with 40 % noise: its fractional n scatter is halved by
+    the bias, its log_n scatter is not."""
+    from galmoss_auto.initnet.evaluate import start_metrics
+    rng = np.random.default_rng(0)
+    n_true = rng.uniform(0.5, 4.0, 4000)
+    truth = {"x": np.zeros(4000), "y": np.zeros(4000), "mag": np.zeros(4000), "r_e": np.ones(4000),
+             "n": n_true, "q": np.full(4000, 0.5), "pa": np.zeros(4000)}
+    noise = 10 ** rng.normal(0, 0.4 / np.log(10), 4000)        # ~40 % multiplicative scatter
+    pred = dict(truth, n=0.5 * n_true * noise)
+    m = start_metrics(pred, truth, np.full(4000, 30.0), "s")
+    assert m["s_bias_log_n"] == pytest.approx(np.log10(0.5), abs=0.01)
+    assert m["s_sigma_log_n"] == pytest.approx(0.4 / np.log(10), rel=0.08)
+    assert m["s_sigma_n"] < 0.6 * 0.4                           # the fractional metric is fooled
+    assert m["s_sigma_log_n_snr20-50"] == pytest.approx(m["s_sigma_log_n"])

@@ -56,6 +56,7 @@ def _steps(zoo: Path) -> list[int]:
     ({"--precision": "16-mixed", "--accelerator": "cpu"}, "needs a GPU"),
     ({"--serve-bands": "g"}, "must include the trained band"),
     ({"--serve-bands": "r,q"}, "'q'"),
+    ({"--version": "2/../x"}, "--version must be"),
 ])
 def test_bad_options_exit_2(tmp_path, capsys, extra, message):
     opts = {"--survey": "sdss", "--band": "r", "--out": str(tmp_path / "zoo"), **extra}
@@ -79,7 +80,7 @@ def test_shard_layout_equal_per_rank():
         assert count >= n and size <= 128 and count % (size * world) == 0
 
 
-def test_tiny_stage_zoo_report_resume(tiny, sim, tmp_path, capsys):
+def test_tiny_stage_zoo_report_resume(tiny, sim, tmp_path, capsys, monkeypatch):
     zoo = tmp_path / "zoo"
     common = ["--survey", "sdss", "--band", "r", "--out", str(zoo), "--data", str(sim),
               "--no-progress", "--seed", "3"]
@@ -103,7 +104,10 @@ def test_tiny_stage_zoo_report_resume(tiny, sim, tmp_path, capsys):
     # a second training into the same zoo must not silently start over
     assert train.main(base) == 2
     assert "use --resume" in capsys.readouterr().err
-    # --resume continues from last.ckpt: epoch 2 adds steps 4..7 in a new log version
+    # --resume continues from last.ckpt: epoch 2 adds steps 4..7 in a new log version, with
+    # the network the checkpoint holds even though the stage's defaults changed meanwhile
+    import train_tiny_stage
+    monkeypatch.setitem(train_tiny_stage.DEFAULTS, "width", 8)
     assert train.main(common + ["--epochs", "2", "--resume"]) == 0
     assert max(_steps(zoo)) == 7
     assert len(list((zoo / "lightning" / "initnet" / "logs").glob("version_*"))) == 2
@@ -124,6 +128,22 @@ def test_serve_bands_all_registers_every_preset_band(tiny, sim, tmp_path):
     assert lo < 0.396 < hi
     assert entry["training"]["trained_for"]["psf_fwhm_arcsec"][1] > 1.5
     assert resolve_checkpoint("initnet", "sdss", "g", zoo=zoo) is not None
+
+
+def test_version_names_the_checkpoint(tiny, sim, tmp_path, monkeypatch):
+    zoo = tmp_path / "zoo"
+    assert train.main(["--survey", "sdss", "--band", "r", "--out", str(zoo), "--data", str(sim),
+                       "--no-progress", "--epochs", "1", "--version", "2"]) == 0
+    entry = json.loads((zoo / "registry.json").read_text())["entries"][0]
+    assert entry["name"].endswith("-v2") and "--version 2" in entry["training"]["reproduce"]
+    # a stage whose export forwards **kw (as initnet's does) is handed the version too
+    import train_tiny_stage
+    plain = train_tiny_stage.export
+    monkeypatch.setattr(train_tiny_stage, "export", lambda module, zoo_dir, **kw: plain(module, zoo_dir, **kw))
+    assert train.main(["--survey", "sdss", "--band", "r", "--out", str(tmp_path / "zoo3"), "--data",
+                       str(sim), "--no-progress", "--epochs", "1", "--version", "3"]) == 0
+    entry = json.loads((tmp_path / "zoo3" / "registry.json").read_text())["entries"][0]
+    assert entry["name"].endswith("-v3")
 
 
 _DDP_SCRIPT = """

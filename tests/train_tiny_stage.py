@@ -24,10 +24,10 @@ def tiny_net(width: int = 4) -> nn.Module:
 
 
 class TinyModule(L.LightningModule):
-    def __init__(self, lr: float = 1e-2, arch: str = "tiny"):
+    def __init__(self, lr: float = 1e-2, arch: str = "tiny", width: int = 4):
         super().__init__()
         self.save_hyperparameters()
-        self.net = tiny_net()
+        self.net = tiny_net(width)
 
     def forward(self, x):
         return self.net(x).squeeze(1)
@@ -48,8 +48,8 @@ class TinyModule(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-def build_module(lr: float = 1e-2, arch: str = "tiny") -> TinyModule:
-    return TinyModule(lr=lr, arch=arch)
+def build_module(lr: float = 1e-2, arch: str = "tiny", width: int = 4) -> TinyModule:
+    return TinyModule(lr=lr, arch=arch, width=width)
 
 
 def load_split(folder) -> torch.utils.data.TensorDataset:
@@ -99,9 +99,10 @@ def evaluate(module, sim_dir, device="cpu") -> dict:
             "mean": {"mae_mag": float((y.mean() - y).abs().mean())}}
 
 
-def export(module, zoo_dir, *, survey, bands, training, evaluation) -> Path:
+def export(module, zoo_dir, *, survey, bands, training, evaluation, version: str = "1") -> Path:
     from galmoss_auto.models import write_zoo_entry
-    entry = {"name": f"initnet-tiny-{survey}-{'-'.join(bands)}", "stage": "initnet",
+    suffix = "" if version == "1" else f"-v{version}"
+    entry = {"name": f"initnet-tiny-{survey}-{'-'.join(bands)}{suffix}", "stage": "initnet",
              "survey": survey, "bands": list(bands), "version": "0.0.1",
              "architecture": {"builder": "train_tiny_stage:tiny_net", "kwargs": {}},
              "training": training, "evaluation": {"mae_mag": evaluation["tiny"]["mae_mag"]},
