@@ -99,17 +99,18 @@ def growth_radii(img: torch.Tensor, good: torch.Tensor, centre: int, total: torc
 
 
 def light_measures(img: torch.Tensor, good: torch.Tensor, in_ap: torch.Tensor, f_ref: torch.Tensor,
-                   centre: int, step: float = 0.5):
-    """(r50, r90, (Ixx, Iyy, Ixy)) of crops (B, C, C) about pixel ``centre``: radii (px)
-    enclosing 50 % and 90 % of ``f_ref`` (cumulative flux in ``step``-px annuli inside the
-    aperture, linearly interpolated), and the central second moments (px²) of the positive flux
+                   centre: int, step: float = 0.5, extra_fracs=()):
+    """(r50, r90, (Ixx, Iyy, Ixy), extra radii) of crops (B, C, C) about pixel ``centre``: radii
+    (px) enclosing 50 % and 90 % of ``f_ref`` (cumulative flux in ``step``-px annuli inside the
+    aperture, linearly interpolated), the central second moments (px²) of the positive flux
     inside max(3, 2 r50) px (:func:`moment_ellipticity` turns them into e1, e2; e1 > 0:
-    elongated along x)."""
+    elongated along x), and the radii of ``extra_fracs`` from the same curve of growth."""
     d = torch.arange(img.shape[-1], device=img.device, dtype=torch.float32) - centre
     r_ap = float(torch.sqrt(d[:, None] ** 2 + d[None, :] ** 2)[in_ap].max())
-    r50, r90 = growth_radii(img, good & in_ap[None], centre, f_ref, (0.5, 0.9), step, rmax=r_ap)
+    r50, r90, *extra = growth_radii(img, good & in_ap[None], centre, f_ref, (0.5, 0.9, *extra_fracs),
+                                    step, rmax=r_ap)
     _, _, ixx, iyy, ixy = window_moments(img, good, centre, torch.clamp(2.0 * r50, min=3.0))
-    return r50, r90, (ixx, iyy, ixy)
+    return r50, r90, (ixx, iyy, ixy), extra
 
 
 def moment_ellipticity(ixx: torch.Tensor, iyy: torch.Tensor, ixy: torch.Tensor,
@@ -353,7 +354,8 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
     fwhm, e1, e2 = psf_scalars(psf)
     pix = torch.where(torch.isfinite(pixel_scale), pixel_scale.to(torch.float32),
                       torch.full_like(pixel_scale, 0.262, dtype=torch.float32))
-    r50, r90, moments = light_measures(c_img, good, in_ap, f_ref, half)
+    r50, r90, moments, radii = light_measures(c_img, good, in_ap, f_ref, half,
+                                              extra_fracs=PROFILE_FRACTIONS if profile else ())
     g1, g2 = moment_ellipticity(*moments)
     # the baseline's centre and shape: Gaussian-weighted moments that follow the galaxy
     mx, my, *adaptive = gaussian_moments(c_img, good, half, torch.clamp(r50, min=1.5))
@@ -366,9 +368,6 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
                            torch.log10(snr_ref.clamp(min=1.0)), masked_frac,
                            torch.log(r50), torch.log(r90 / r50).clamp(0, 3), g1, g2], dim=1)
     if profile:
-        d = torch.arange(crop, device=dev, dtype=torch.float32) - half
-        r_ap = float(torch.sqrt(d[:, None] ** 2 + d[None, :] ** 2)[in_ap].max())
-        radii = growth_radii(c_img, good & in_ap[None], half, f_ref, PROFILE_FRACTIONS, rmax=r_ap)
         shape = [torch.log(r / r50) for r in radii] + [torch.log(psf_r50 / r50), torch.log(psf_r90 / r50)]
         scalars = torch.cat([scalars, torch.stack(shape, dim=1).clamp(-4, 4),
                              baseline[:, 4:5] * math.log(10.0)], dim=1)

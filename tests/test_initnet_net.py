@@ -97,8 +97,7 @@ def test_centre_pooling_shapes_and_bad_pool():
 
 
 def test_residual_baseline_measures_the_galaxy():
-    """The residual form's baseline: centroid within 0.35 px (pulled towards the pixel by its
-    window), angle within 10 deg for elongated galaxies, r_e within 0.1 dex, the aperture's
+    """The residual form's baseline: centroid within 0.35 px, angle within 10 deg for elongated galaxies, r_e within 0.1 dex, the aperture's
     missing light within 0.2 mag and n within a factor 2.5 (small PSF-blurred galaxies: the
     quadrature correction leaves them too round and too little concentrated, for the network
     to correct), and standardise/unstandardise invert each other with it."""
