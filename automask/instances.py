@@ -89,7 +89,12 @@ def pick_central(inst: Instances, shape: tuple[int, int], max_distance: float = 
     Central-class detections whose mask covers the cutout centre (the 2x2 block around it for
     even sizes) win, the highest score first; then central-class detections whose mask centroid
     lies within ``max_distance`` x the smaller side of the centre; then, if the network called the
-    target an "other galaxy", a galaxy-class detection covering the centre.
+    target an "other galaxy", a galaxy-class detection covering the centre; last, a star-class
+    detection covering the centre.  The last rule matters: a galaxy of r_e ~ 1-3 px under a
+    3-4 px PSF (SDSS) looks point-like, and the network, seeing it in a 128-px cutout whose
+    edges are too far away to say where the centre is, may call it a star; it is still the
+    target the cutout was made for (sep, which does not classify, fits it too).  The chosen
+    detection's class is reported (``mask_central_class``) so that such fits can be selected.
     """
     if len(inst) == 0:
         return -1
@@ -109,6 +114,9 @@ def pick_central(inst: Instances, shape: tuple[int, int], max_distance: float = 
                 return int(k)
     for k in order:
         if inst.labels[k] == GALAXY and covers[k]:
+            return int(k)
+    for k in order:
+        if inst.labels[k] == STAR and covers[k]:
             return int(k)
     return -1
 

@@ -13,6 +13,12 @@ What differs from torchvision's natural-image defaults, and why:
   one network serves 64-256 px and a batch may mix sizes (padded to a multiple of 32).
 * **One channel**, already normalised (:mod:`galmoss_auto.automask.normalise`: asinh S/N), hence
   ``image_mean = 0``, ``image_std = 1``.
+* **Where the centre is** (``coordinates``, px): a convolutional network is blind to position
+  except through the image edges, which in a 128-256 px cutout lie beyond what it sees around
+  the target; trained at 64 px, it calls every galaxy of a 128-px cutout "other galaxy" and
+  never "central".  With ``coordinates=S`` the transform appends two channels, (x - x_c) / S and
+  (y - y_c) / S from the cutout's own centre (before any batch padding), so "central" means the
+  same at every cutout size.  Off (None) for the first shipped checkpoints.
 * **Anchors** from 4 px (a point source in good seeing) to 80 px (a large central galaxy),
   two sizes and three aspect ratios per FPN level, on levels of stride 4, 8, 16, 32.
 * **Counts sized for cutouts**: a cutout holds a handful to a few tens of objects, so 300
@@ -43,7 +49,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 
-__all__ = ["CLASSES", "CENTRAL", "GALAXY", "STAR", "ARTEFACT", "BACKBONES", "NativeTransform",
+__all__ = ["CLASSES", "CENTRAL", "GALAXY", "STAR", "ARTEFACT", "BACKBONES", "NativeTransform", "centre_offsets",
            "SlimBackbone", "maskrcnn", "maskrcnn_slim", "maskrcnn_resnet18", "maskrcnn_resnet50",
            "count_parameters"]
 
@@ -65,10 +71,34 @@ class NativeTransform(GeneralizedRCNNTransform):
     """torchvision's detection transform without the resize: cutouts stay at native resolution.
 
     Normalisation (with ``image_mean`` / ``image_std``) and padding to ``size_divisible`` are
-    kept; boxes and masks come back in the input pixel grid."""
+    kept; boxes and masks come back in the input pixel grid.  ``coordinates`` (px, > 0, or None):
+    append the two centre-offset channels (see the module docstring) to each image before it is
+    padded into the batch."""
+
+    def __init__(self, min_size, max_size, image_mean, image_std, coordinates: float | None = None, **kwargs):
+        super().__init__(min_size, max_size, image_mean, image_std, **kwargs)
+        if coordinates is not None and not coordinates > 0:
+            raise ValueError(f"coordinates (the offset scale, px) must be > 0, got {coordinates}")
+        self.coordinates = None if coordinates is None else float(coordinates)
+
+    def normalize(self, image):
+        image = super().normalize(image)
+        if self.coordinates is None:
+            return image
+        return torch.cat([image, centre_offsets(image.shape[-2:], self.coordinates, image)], 0)
 
     def resize(self, image, target=None):
         return image, target
+
+
+def centre_offsets(shape, scale: float, like: torch.Tensor | None = None) -> torch.Tensor:
+    """(2, H, W): (x - x_c) / scale and (y - y_c) / scale, x_c = (W - 1) / 2, y_c = (H - 1) / 2
+    (pixel centres; scale in px)."""
+    h, w = int(shape[0]), int(shape[1])
+    kw = {"dtype": like.dtype, "device": like.device} if like is not None else {"dtype": torch.float32}
+    y = (torch.arange(h, **kw) - (h - 1) / 2.0) / scale
+    x = (torch.arange(w, **kw) - (w - 1) / 2.0) / scale
+    return torch.stack([x[None, :].expand(h, w), y[:, None].expand(h, w)])
 
 
 class _Block(nn.Module):
@@ -130,10 +160,10 @@ class _WithFPN(nn.Module):
         return self.fpn(self.body(x))
 
 
-def _resnet_body(name: str) -> tuple[nn.Module, list[int]]:
+def _resnet_body(name: str, in_channels: int = 1) -> tuple[nn.Module, list[int]]:
     net = getattr(resnet, name)(weights=None, norm_layer=_gn)
-    # 1-channel stem
-    net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    # 1-channel stem (3 with the centre-offset channels)
+    net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
     body = IntermediateLayerGetter(net, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"})
     expansion = 4 if name == "resnet50" else 1
     return body, [64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion]
@@ -141,7 +171,7 @@ def _resnet_body(name: str) -> tuple[nn.Module, list[int]]:
 
 def maskrcnn(backbone: str = "slim", num_classes: int = len(CLASSES), size: int = 128,
              fpn_channels: int | None = None, rois_per_image: int = 64, detections_per_image: int = 50,
-             score_thresh: float = 0.05, **kwargs) -> MaskRCNN:
+             score_thresh: float = 0.05, coordinates: float | None = None, **kwargs) -> MaskRCNN:
     """A Mask R-CNN for single-band cutouts (see the module docstring).
 
     backbone : "slim" (default, ~1.8 M parameters), "resnet18" or "resnet50".
@@ -152,6 +182,8 @@ def maskrcnn(backbone: str = "slim", num_classes: int = len(CLASSES), size: int 
     rois_per_image : RoIs sampled per image to train the box/mask heads (>= 8).
     detections_per_image : most detections returned per cutout (>= 1).
     score_thresh : detections below this class score are dropped (in [0, 1)).
+    coordinates : scale (px, > 0) of the two centre-offset input channels, or None (none; the
+        v1 checkpoints).  64 is the training default.
     kwargs : passed to :class:`torchvision.models.detection.MaskRCNN` (override any default).
     """
     if backbone not in BACKBONES:
@@ -166,13 +198,16 @@ def maskrcnn(backbone: str = "slim", num_classes: int = len(CLASSES), size: int 
         raise ValueError(f"detections_per_image must be >= 1, got {detections_per_image}")
     if not 0.0 <= score_thresh < 1.0:
         raise ValueError(f"score_thresh must be in [0, 1), got {score_thresh}")
+    if coordinates is not None and not coordinates > 0:
+        raise ValueError(f"coordinates (the offset scale, px) must be > 0, got {coordinates}")
+    in_channels = 1 if coordinates is None else 3
     lite = backbone == "slim"
     if lite:
-        body = SlimBackbone()
+        body = SlimBackbone(in_channels)
         channels = body.out_channels_list
         fpn_channels = int(fpn_channels or 64)
     else:
-        body, channels = _resnet_body(backbone)
+        body, channels = _resnet_body(backbone, in_channels)
         fpn_channels = int(fpn_channels or (128 if backbone == "resnet18" else 256))
     net = _WithFPN(body, channels, fpn_channels)
     anchors = AnchorGenerator(ANCHOR_SIZES, (ASPECT_RATIOS,) * len(ANCHOR_SIZES))
@@ -198,7 +233,7 @@ def maskrcnn(backbone: str = "slim", num_classes: int = len(CLASSES), size: int 
     options.update(kwargs)
     options.pop("num_classes")
     model = MaskRCNN(net, **options)
-    model.transform = NativeTransform(int(size), int(size), [0.0], [1.0])
+    model.transform = NativeTransform(int(size), int(size), [0.0], [1.0], coordinates=coordinates)
     return model
 
 

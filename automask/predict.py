@@ -10,7 +10,8 @@ For each cutout (whose ``mask`` already holds the user mask and bad pixels, ``si
    network run on the whole chunk; cutouts are grouped by shape, so a batch gives exactly what
    one-by-one calls give;
 2. detections above ``score_thresh`` are binarised; the central galaxy is picked
-   (:func:`.instances.pick_central`); detections that repeat one source under another class
+   (:func:`.instances.pick_central`; its class, ``central``, ``galaxy`` or ``star``, is the
+   catalog's ``mask_central_class``); detections that repeat one source under another class
    (torchvision's NMS is per class) are dropped (mask IoU > 0.5 with a higher-scored one);
 3. every other source is grown by a PSF-aware margin (``margin_fwhm`` x the PSF FWHM, from the
    PSF's second moments; ``min_margin``..``max_margin`` px; 2 px without a PSF).  A galaxy or star
@@ -45,7 +46,7 @@ from galmoss_auto.fitting.flags import Flag
 from .base import MaskResult, Neighbour, register_masker
 from .detect import grow
 from .instances import Instances, decode, mask_iou, pick_central
-from .maskrcnn import ARTEFACT, GALAXY, STAR
+from .maskrcnn import ARTEFACT, CLASSES, GALAXY, STAR
 from .normalise import normalise_batch
 
 __all__ = ["MaskRCNNMasker", "MaskDetails", "psf_fwhm_px", "instance_params", "cutouts_from_shard"]
@@ -287,7 +288,8 @@ class MaskRCNNMasker:
         mask &= ~cutout.mask
         columns = {"mask_n_objects": int(len(inst)), "mask_n_masked": int(mask.sum()),
                    "mask_frac": float(np.mean(mask | cutout.mask)), "mask_n_neighbours": len(neighbours),
-                   "mask_central_score": float(inst.scores[k]), "sky_level": _sky_level(cutout) or float("nan"),
+                   "mask_central_score": float(inst.scores[k]),
+                   "mask_central_class": CLASSES[int(inst.labels[k])], "sky_level": _sky_level(cutout) or float("nan"),
                    "sky_rms": _sky_rms(cutout)}
         details = MaskDetails(inst, k, central, nb_masks, margin)
         if np.all(mask | cutout.mask):
@@ -306,7 +308,8 @@ class MaskRCNNMasker:
                                       "sky_rms": float("nan")})
         res.flags = int(res.flags) | int(flag)
         res.method = "sep"
-        res.columns = dict(res.columns) | {"mask_n_neighbours": 0, "mask_central_score": float("nan")}
+        res.columns = dict(res.columns) | {"mask_n_neighbours": 0, "mask_central_score": float("nan"),
+                                           "mask_central_class": ""}
         return res
 
 

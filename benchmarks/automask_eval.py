@@ -13,7 +13,8 @@ probability ``--blend-prob``; seeds never used in training) and the *same* galax
   light = noiseless(contaminated) - noiseless(alone)), mask AP50 (:func:`galmoss_auto.automask.
   instances.average_precision`, COCO-style 101-point, class-agnostic; torchmetrics' mask mAP
   needs pycocotools, absent here);
-* fits (one Sérsic, LM, sep starting values on each masked cutout): the same galaxies alone,
+* fits (one Sérsic plus, as ``run`` fits it, a flat sky (``--sky``), LM, sep starting values
+  on each masked cutout): the same galaxies alone,
   with sep masks, with the learned masks and neighbours fitted simultaneously
   (:func:`galmoss_auto.fitting.neighbours.fit_with_neighbours`): catastrophic fraction
   (|dmag| > 0.5 or |dlog r_e| > 0.3), robust scatter (1.4826 MAD) of dmag, dlog r_e, dn;
@@ -79,7 +80,7 @@ def _deltas(cat, truth) -> dict:
             int(np.sum(bad & (np.asarray(cat["flags"]) != 0))), "_dm": dm.tolist(), "_dr": dr.tolist()}
 
 
-def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: float) -> dict:
+def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: float, sky: str = "flat") -> dict:
     from galmoss_auto.automask.instances import KIND_TO_CLASS, average_precision, targets_from_segmentation
     from galmoss_auto.automask.predict import cutouts_from_shard
     from galmoss_auto.automask.sep_masker import SepMasker
@@ -151,6 +152,7 @@ def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: f
         return (float(np.mean(sel)) if sel else float("nan")), len(sel)
 
     out = {"survey": survey, "band": band, "n": len(cut), "seed": seed, "size": size, "blend_prob": blend_prob,
+           "sky": sky,
            "simulate_s": round(t_sim, 1), "mask_ms_per_cutout": round(ms, 1),
            "n_fallback_sep": int(sum(r.method == "sep" for r in results)),
            "n_with_neighbours": int(sum(bool(r.neighbours) for r in results)),
@@ -170,10 +172,21 @@ def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: f
     fits = {}
     masked_sep = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask) for c, r in zip(cut, sep)]
     masked_ml = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask) for c, r in zip(cut, results)]
-    fits["alone"] = fit(alone, _init(alone), device="cpu", errors="none")
-    fits["sep"] = fit(masked_sep, _init(masked_sep), device="cpu", errors="none")
-    fits["maskrcnn"], nb_table = fit_with_neighbours(masked_ml, _init(masked_ml), [r.neighbours for r in results],
-                                                     device="cpu", errors="none")
+    # the model `run` fits: one Sérsic plus (by default) a flat sky, started at 0 (the
+    # simulations are sky-subtracted; a residual pedestal, e.g. a neighbour's wings, is fitted)
+    from galmoss_auto.pipelines.run import run_model
+    model = run_model(None, sky)
+
+    def start(cutouts):
+        init = _init(cutouts)
+        if sky in ("flat", "tilted"):
+            init["sky_sky"] = np.zeros(len(cutouts))
+        return init
+
+    fits["alone"] = fit(alone, start(alone), model, device="cpu", errors="none")
+    fits["sep"] = fit(masked_sep, start(masked_sep), model, device="cpu", errors="none")
+    fits["maskrcnn"], nb_table = fit_with_neighbours(masked_ml, start(masked_ml), [r.neighbours for r in results],
+                                                     model, device="cpu", errors="none")
     out["fit_s"] = round(time.perf_counter() - t, 1)
     for m, cat in fits.items():
         out[f"fit_{m}"] = _deltas(cat, truth)
@@ -195,7 +208,8 @@ def _markdown(record: dict) -> str:
     lines = [f"# Automask benchmark: {record['tag']}", "", f"Machine: {record['machine']}; torch threads "
              f"{record['threads']}; checkpoints: " + ", ".join(f"{k} (sha256 {v[:12]}...)" for k, v in record["checkpoints"].items()),
              "", "Held-out simulations (seeds never used in training), contaminated cutouts (neighbours, stars, "
-             "blends) vs the same galaxies simulated alone. Fits: one Sérsic, LM, sep starting values.", ""]
+             "blends) vs the same galaxies simulated alone. Fits: one Sérsic (+ sky: "
+             + ", ".join(sorted({r.get('sky', 'none') for r in record['surveys']})) + "), LM, sep starting values.", ""]
     hdr = ("| survey | n | central IoU ML / sep | recall ML / sep | AP50 | flux left ML / ML unmodelled / sep / none | "
            "catastrophic alone / sep / ML | dmag scatter alone / sep / ML | dlog re scatter alone / sep / ML | "
            "dn scatter alone / sep / ML | ML fallbacks | ms/cutout |")
@@ -241,6 +255,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workdir", default="/tmp/galmoss_automask_eval")
     p.add_argument("--tag", default=time.strftime("%Y-%m-%d") + "-vm-cpu-automask")
+    p.add_argument("--sky", default="flat", choices=["flat", "tilted", "none"],
+                   help="sky component fitted with the galaxy (default flat, as run)")
+    p.add_argument("--results", default=str(RESULTS), help="folder for the .json/.md (default benchmarks/results)")
     p.add_argument("--note", action="append", default=[])
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -260,14 +277,15 @@ def main(argv=None) -> int:
             raise SystemExit(f"no checkpoint for survey {survey}")
         record["checkpoints"][Path(path).name] = sha256_file(path)
         masker = MaskRCNNMasker(checkpoint=path)
-        r = run_survey(masker, survey, a.band, a.n, a.seed + k, a.size, Path(a.workdir), a.blend_prob)
+        r = run_survey(masker, survey, a.band, a.n, a.seed + k, a.size, Path(a.workdir), a.blend_prob, a.sky)
         record["surveys"].append(r)
         print(json.dumps({k: v for k, v in r.items() if not isinstance(v, dict)}), flush=True)
-    RESULTS.mkdir(exist_ok=True)
+    results = Path(a.results)
+    results.mkdir(parents=True, exist_ok=True)
     slim = json.loads(json.dumps(record, default=float))
-    (RESULTS / f"{a.tag}.json").write_text(json.dumps(slim, indent=1) + "\n")
-    (RESULTS / f"{a.tag}.md").write_text(_markdown(record))
-    print(f"wrote {RESULTS / (a.tag + '.json')} and .md")
+    (results / f"{a.tag}.json").write_text(json.dumps(slim, indent=1) + "\n")
+    (results / f"{a.tag}.md").write_text(_markdown(record))
+    print(f"wrote {results / (a.tag + '.json')} and .md")
     return 0
 
 

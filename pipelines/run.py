@@ -163,7 +163,7 @@ def _failure_table(failures: list[CutoutFailure], model) -> Table:
 
 
 _COLUMN_DEFAULTS = {"mask_n_objects": -1, "mask_n_masked": 0, "sigma_estimated": False,
-                    "message": "", "mask_method": "", "init_method": "", "psf_source": "",
+                    "message": "", "mask_method": "", "mask_central_class": "", "init_method": "", "psf_source": "",
                     "sigma_source": "", "zeropoint_source": "", "pixel_scale_source": "",
                     "n_saturated": 0}
 

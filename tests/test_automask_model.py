@@ -27,6 +27,28 @@ def test_builder_native_resolution_shapes(size):
             assert float(o["boxes"].max()) <= size and int(o["labels"].max()) < len(CLASSES)
 
 
+def test_builder_centre_offset_channels():
+    from galmoss_auto.automask.maskrcnn import centre_offsets
+    off = centre_offsets((4, 6), 2.0)
+    assert off.shape == (2, 4, 6)
+    assert torch.allclose(off[0, 0], (torch.arange(6.0) - 2.5) / 2) and torch.allclose(off[1, :, 0], (torch.arange(4.0) - 1.5) / 2)
+    torch.manual_seed(0)
+    net = maskrcnn("slim", score_thresh=0.0, coordinates=64.0).eval()
+    assert net.backbone.body.stem[0].in_channels == 3
+    # the offsets come from each cutout's own centre, before batch padding
+    a, b = torch.randn(1, 64, 64), torch.randn(1, 96, 96)
+    batch, _ = net.transform([a, b])
+    assert batch.tensors.shape == (2, 3, 96, 96)
+    assert torch.equal(batch.tensors[0, 1:, :64, :64], centre_offsets((64, 64), 64.0))
+    assert torch.equal(batch.tensors[1, 1:], centre_offsets((96, 96), 64.0))
+    assert torch.equal(batch.tensors[0, 0, :64, :64], a[0])
+    with torch.no_grad():
+        out = net([a, b])
+    assert out[1]["masks"].shape[-2:] == (96, 96)
+    with pytest.raises(ValueError, match="coordinates"):
+        maskrcnn("slim", coordinates=0.0)
+
+
 def test_builder_sizes_and_arguments():
     slim = maskrcnn("slim")
     assert 1.5e6 < count_parameters(slim) < 2.2e6
@@ -73,6 +95,13 @@ def test_targets_and_metrics():
     inst = decode(out, score_thresh=0.5)
     assert len(inst) == 2
     assert pick_central(inst, (32, 32)) == 1
+    # no central-class detection: a galaxy covering the centre wins over a star covering it,
+    # a star covering it over nothing; a star off the centre is never the target
+    both = decode({**out, "labels": torch.tensor([STAR, STAR, GALAXY]),
+                   "scores": torch.tensor([0.9, 0.8, 0.7])}, score_thresh=0.5)
+    assert pick_central(both, (32, 32)) == 2
+    assert pick_central(both.select(np.array([0, 1])), (32, 32)) == 1
+    assert pick_central(both.select(np.array([0])), (32, 32)) == -1
 
 
 def _tiny_sim(tmp_path_factory):

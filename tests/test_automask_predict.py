@@ -42,9 +42,9 @@ def _cutout(gid="a", seed=0, with_sky=False):
 class StubNet(nn.Module):
     """Returns fixed detections: a central, an overlapping galaxy, a far star, a cosmic ray."""
 
-    def __init__(self, fail=False, empty=False):
+    def __init__(self, fail=False, empty=False, central_label=CENTRAL):
         super().__init__()
-        self.fail, self.empty = fail, empty
+        self.fail, self.empty, self.central_label = fail, empty, central_label
         self.dummy = nn.Parameter(torch.zeros(1))
 
     def forward(self, images):
@@ -57,7 +57,7 @@ class StubNet(nn.Module):
 
         masks = torch.stack([disk(31.5, 31.5, 9), disk(44, 36, 5), disk(8, 52, 3),
                              ((yy == 5) & (xx > 40) & (xx < 50)).float()])[:, None]
-        labels = torch.tensor([CENTRAL, GALAXY, STAR, ARTEFACT])
+        labels = torch.tensor([self.central_label, GALAXY, STAR, ARTEFACT])
         scores = torch.tensor([0.99, 0.9, 0.8, 0.7])
         if self.empty:
             masks, labels, scores = masks[:0], labels[:0], scores[:0]
@@ -82,6 +82,17 @@ def test_masks_far_sources_and_models_overlapping_ones():
     # the cosmic ray is masked (grown by 1 px)
     assert res.mask[5, 45] and res.mask[6, 45]
     assert res.columns["mask_n_neighbours"] == 1 and res.columns["mask_n_objects"] == 4
+    assert res.columns["mask_central_class"] == "central"
+
+
+@pytest.mark.parametrize("label, name", [(GALAXY, "galaxy"), (STAR, "star")])
+def test_a_target_called_galaxy_or_star_is_still_the_central(label, name):
+    # a small galaxy under a wide PSF (SDSS) may be called a star: it is still the target, fitted
+    # with the learned mask, and the catalog says what the network called it
+    res = MaskRCNNMasker(network=StubNet(central_label=label)).mask_batch([_cutout()], "cpu")[0]
+    assert res.method == "maskrcnn" and not res.flags & Flag.NO_CENTRAL_DETECTION
+    assert res.columns["mask_central_class"] == name
+    assert not res.mask[31, 31] and len(res.neighbours) == 1
 
 
 def test_max_neighbours_zero_masks_the_neighbour_outside_the_central():
@@ -101,6 +112,7 @@ def test_sep_fallback_paths_and_flags():
     assert np.array_equal(failed[0].mask, sep.mask)
     none = MaskRCNNMasker(network=StubNet(empty=True)).mask_batch([c], "cpu")[0]
     assert none.method == "sep" and none.flags & Flag.NO_CENTRAL_DETECTION
+    assert none.columns["mask_central_class"] == ""
     assert not none.flags & Flag.MASK_FAILED
     assert np.array_equal(none.mask, sep.mask)
 
