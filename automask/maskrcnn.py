@@ -183,7 +183,7 @@ def maskrcnn(backbone: str = "slim", num_classes: int = len(CLASSES), size: int 
     detections_per_image : most detections returned per cutout (>= 1).
     score_thresh : detections below this class score are dropped (in [0, 1)).
     coordinates : scale (px, > 0) of the two centre-offset input channels, or None (none; the
-        v1 checkpoints).  64 is the training default.
+        shipped v1 checkpoints and the training defaults).  64 px suits 64-256 px cutouts.
     kwargs : passed to :class:`torchvision.models.detection.MaskRCNN` (override any default).
     """
     if backbone not in BACKBONES:
