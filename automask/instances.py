@@ -112,12 +112,10 @@ def pick_central(inst: Instances, shape: tuple[int, int], max_distance: float = 
             r, c = np.nonzero(inst.masks[k])
             if np.hypot(r.mean() - cy, c.mean() - cx) <= max_distance * min(h, w):
                 return int(k)
-    for k in order:
-        if inst.labels[k] == GALAXY and covers[k]:
-            return int(k)
-    for k in order:
-        if inst.labels[k] == STAR and covers[k]:
-            return int(k)
+    for cls in (GALAXY, STAR):
+        for k in order:
+            if inst.labels[k] == cls and covers[k]:
+                return int(k)
     return -1
 
 

@@ -15,8 +15,8 @@ What differs from torchvision's natural-image defaults, and why:
   ``image_mean = 0``, ``image_std = 1``.
 * **Where the centre is** (``coordinates``, px): a convolutional network is blind to position
   except through the image edges, which in a 128-256 px cutout lie beyond what it sees around
-  the target; trained at 64 px, it calls every galaxy of a 128-px cutout "other galaxy" and
-  never "central".  With ``coordinates=S`` the transform appends two channels, (x - x_c) / S and
+  the target; trained at 64 px, the hsc v1 network calls every galaxy of a 128-px cutout
+  "other galaxy" and never "central".  With ``coordinates=S`` the transform appends two channels, (x - x_c) / S and
   (y - y_c) / S from the cutout's own centre (before any batch padding), so "central" means the
   same at every cutout size.  Off (None) for the first shipped checkpoints.
 * **Anchors** from 4 px (a point source in good seeing) to 80 px (a large central galaxy),

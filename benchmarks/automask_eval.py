@@ -174,13 +174,14 @@ def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: f
     masked_ml = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask) for c, r in zip(cut, results)]
     # the model `run` fits: one Sérsic plus (by default) a flat sky, started at 0 (the
     # simulations are sky-subtracted; a residual pedestal, e.g. a neighbour's wings, is fitted)
-    from galmoss_auto.pipelines.run import run_model
+    from galmoss_auto.pipelines.run import _sky_component, run_model
     model = run_model(None, sky)
+    sky_comp = _sky_component(model)
 
     def start(cutouts):
         init = _init(cutouts)
-        if sky in ("flat", "tilted"):
-            init["sky_sky"] = np.zeros(len(cutouts))
+        if sky_comp is not None:
+            init[f"{sky_comp.name}_sky"] = np.zeros(len(cutouts))
         return init
 
     fits["alone"] = fit(alone, start(alone), model, device="cpu", errors="none")
