@@ -35,7 +35,7 @@ import numpy as np
 
 from galmoss_auto.automask.detect import Detection
 
-__all__ = ["Neighbour", "MaskResult", "Masker", "BatchMasker", "NoMasker", "MASKERS",
+__all__ = ["Neighbour", "MaskResult", "initializer_view", "Masker", "BatchMasker", "NoMasker", "MASKERS",
            "register_masker", "get_masker", "is_batched"]
 
 
@@ -73,6 +73,9 @@ class MaskResult:
     neighbours : sources to fit with the central galaxy instead of masking them.
     method : the masker that made this result (``"sep"``, ``"maskrcnn"``, ...); written to the
         catalog's ``mask_method`` column (the pipeline fills it from the masker's name if empty).
+    neighbour_pixels : bool (H, W) or None: the modelled neighbours' own pixels (outside the
+        central's footprint).  They stay in the fit, but the initializer must not take them for
+        the target's light (see :func:`initializer_view`).
     """
 
     mask: np.ndarray
@@ -81,6 +84,19 @@ class MaskResult:
     detection: Detection | None = None
     neighbours: list = field(default_factory=list)
     method: str = ""
+    neighbour_pixels: np.ndarray | None = None
+
+
+def initializer_view(cutout, neighbour_pixels: np.ndarray | None):
+    """The cutout as the initializer sees it: its mask plus ``neighbour_pixels`` (a masker's
+    modelled neighbours).  A neighbour is fitted with the target, so its pixels are not masked
+    for the fit; but an initializer that measured them would take a bright neighbour for the
+    target (sep picks the brightest segment near the centre) or add its light to the target's
+    size and magnitude.  Returns ``cutout`` itself when there is nothing to hide."""
+    if neighbour_pixels is None or not np.any(neighbour_pixels):
+        return cutout
+    from dataclasses import replace
+    return replace(cutout, mask=np.asarray(cutout.mask, bool) | np.asarray(neighbour_pixels, bool))
 
 
 class Masker(Protocol):

@@ -3,8 +3,10 @@
 * :class:`AutomaskData` (LightningDataModule): instance targets from the simulator's exact
   segmentation map and object table (``objects.ecsv``), streamed shard by shard
   (:class:`ShardInstances`); augmentation: 90-degree rotations, flips, a higher noise level
-  (extra Gaussian noise, sigma map scaled to match), a residual sky pedestal; PSF width, depth
-  and crowding vary through the simulations themselves (mix presets / bands).  Optional real
+  (extra Gaussian noise, sigma map scaled to match), a residual sky pedestal, and central crops
+  of 64-128 px from 128-px simulations, one side per batch (``crop``), so that one network
+  serves every cutout size with the target at the centre; PSF width, depth and crowding vary
+  through the simulations themselves (mix presets / bands).  Optional real
   cutouts with labels from a previous run (:func:`real_instances`: pseudo-targets, see there).
 * :class:`AutomaskModule` (LightningModule): the network (:func:`~.maskrcnn.maskrcnn`), AdamW with
   a linear warm-up and a cosine decay; training losses and validation metrics (central-galaxy
@@ -14,11 +16,12 @@
 * Stage API: :data:`DEFAULTS`, :func:`build_module`, :func:`build_datamodule`, :func:`evaluate`,
   :func:`export`, :func:`report_figures`.
 
-Cost (measured on the shared 2-core VM, one torch thread, nice 10): the slim model trains at
-~7.6 samples/s on 64-96 px cutouts (11,000 samples in 24 min), about a quarter of that at 128 px;
-the defaults (6,000 cutouts x 2 epochs) take ~26 min; ``n_train=600, epochs=1`` is a ~2 minute
-smoke run.  Resuming restores the weights, optimiser, schedule and epoch; an epoch cut short
-restarts from its first shard (the streamed dataset does not save its position).
+Cost (measured on the shared 2-core VM, one torch thread): the defaults (6,000 simulated
+128-px cutouts, crops of 64-128 px, x 2 epochs) trained at 14.4 samples/s alone (898 s) and at
+8-11 samples/s with other trainings sharing the cores, plus ~5 min of simulation and ~3 min of
+evaluation; ``n_train=600, epochs=1`` is a few-minute smoke run.  Resuming restores the
+weights, optimiser, schedule and epoch; an epoch cut short restarts from its first shard (the
+streamed dataset does not save its position).
 """
 
 from __future__ import annotations
@@ -35,22 +38,28 @@ from galmoss_auto.data_scripts.outputs import read_shard
 from galmoss_auto.data_scripts.shards import shard_files
 
 from .instances import KIND_TO_CLASS, average_precision, decode, mask_iou, pick_central, targets_from_segmentation
-from .maskrcnn import CENTRAL, CLASSES, maskrcnn
+from .maskrcnn import ANCHOR_SIZES_128, CENTRAL, CLASSES, maskrcnn
 from .normalise import normalise_batch
 
-__all__ = ["DEFAULTS", "AutomaskModule", "AutomaskData", "ShardInstances", "build_module",
-           "build_datamodule", "evaluate", "export", "report_figures", "augment", "collate"]
+__all__ = ["DEFAULTS", "CROP_STEP", "AutomaskModule", "AutomaskData", "ShardInstances", "build_module",
+           "build_datamodule", "evaluate", "export", "report_figures", "augment", "centre_crop",
+           "crop_sides", "collate"]
 
 #: Defaults of ``galmoss-auto train --stage automask`` (cost: see the module docstring).
 DEFAULTS = {
-    "n_train": 6000,        # simulated training cutouts (64 px; 1/4 of them 96 px)
+    "n_train": 6000,        # simulated training cutouts (128 px, trained as central crops)
     "epochs": 2,
     "batch_size": 8,
     "lr": 2e-3,             # AdamW peak learning rate
     "arch": "slim",         # "slim" | "resnet18" | "resnet50"
-    "size": 64,             # training cutout side, px (the network runs at any size 64-256)
-    "cost": "~26 min on one CPU core (7.6 samples/s measured); minutes on a GPU",
+    "size": 128,            # simulated cutout side, px (the network runs at any size 64-256)
+    "crop": (64, 128),      # training crops: centred, side drawn from 64, 80, ..., 128 px per batch
+    # where the centre is (centre-offset channels) and anchors up to 112 px: see maskrcnn.py
+    "builder": {"coordinates": 64.0, "anchor_sizes": ANCHOR_SIZES_128},
+    "cost": "15-28 min of training on one CPU core (8-14 samples/s measured); minutes on a GPU",
 }
+#: Crop sides are multiples of this (px), so that a batch pads to the same 32-px multiple.
+CROP_STEP = 16
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +85,32 @@ def augment(image: np.ndarray, sigma: np.ndarray, seg: np.ndarray, rng: np.rando
         sigma *= f
     image += float(rng.normal(0.0, pedestal)) * float(np.median(sigma))
     return image, sigma, seg
+
+
+def crop_sides(crop) -> tuple[int, ...]:
+    """The crop sides (px) of a ``(low, high)`` range: multiples of :data:`CROP_STEP` in it
+    (``high`` included).  None -> () (no cropping)."""
+    if crop is None:
+        return ()
+    lo, hi = (int(v) for v in crop)
+    if not 32 <= lo <= hi:
+        raise ValueError(f"crop must be (low, high) px with 32 <= low <= high, got {crop}")
+    sides = tuple(range(-(-lo // CROP_STEP) * CROP_STEP, hi + 1, CROP_STEP))
+    if not sides:
+        raise ValueError(f"crop {crop} holds no multiple of {CROP_STEP} px")
+    return sides
+
+
+def centre_crop(side: int, *maps):
+    """The central ``side`` x ``side`` part of each (H, W) map (all of it where smaller).  The
+    cutout centre stays the crop's centre ((H - 1) / 2 -> (side - 1) / 2 when H - side is even,
+    as for all multiples of 16 of a 128-px cutout), so "central" keeps its meaning."""
+    out = []
+    for a in maps:
+        h, w = a.shape[-2:]
+        r0, c0 = max((h - side) // 2, 0), max((w - side) // 2, 0)
+        out.append(np.ascontiguousarray(a[..., r0:r0 + min(side, h), c0:c0 + min(side, w)]))
+    return out
 
 
 def _classes_by_id(objects: Table) -> dict[str, dict[int, int]]:
@@ -112,11 +147,15 @@ class ShardInstances(torch.utils.data.IterableDataset):
     folders : simulation output folder(s) (see :func:`_sim_folders`).
     train : augment (and shuffle shards and items, anew each epoch from ``seed + epoch``).
     limit : use at most this many cutouts (the first shards, in sorted order).
+    crop : (low, high) px, training only: each cutout is cut to its central square of a side
+        drawn from :func:`crop_sides`, the same for ``group`` consecutive items (one batch: a
+        batch is padded to its largest cutout, so mixing sides within one would waste compute).
+        One network thus learns cutouts of every size, with the target at the centre.
     Each data-loader worker and each distributed rank (``rank``/``world_size``) reads its own shards.
     """
 
     def __init__(self, folders, train: bool = True, seed: int = 0, limit: int | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, crop=None, group: int = 1):
         super().__init__()
         self.folders = _sim_folders(folders)
         self.classes = {}
@@ -138,6 +177,10 @@ class ShardInstances(torch.utils.data.IterableDataset):
             self.lengths = [self.lengths[i] for i in keep]
         self.train, self.seed, self.epoch = train, int(seed), 0
         self.rank, self.world_size = rank, world_size
+        self.sides = crop_sides(crop) if train else ()
+        if int(group) < 1:
+            raise ValueError(f"group must be >= 1, got {group}")
+        self.group = int(group)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -151,22 +194,35 @@ class ShardInstances(torch.utils.data.IterableDataset):
             np.random.default_rng([self.seed, self.epoch]).shuffle(order)
         order = order[self.rank::self.world_size]
         info = torch.utils.data.get_worker_info()
+        worker = 0
         if info is not None:
             order = order[info.id::info.num_workers]
+            worker = info.id
+        k = 0
         for fi in order:
             shard = read_shard(self.files[fi])
             n = len(shard["index"])
             idx = (np.random.default_rng([self.seed, self.epoch, int(fi)]).permutation(n)
                    if self.train else np.arange(n))
             for i in idx:
-                yield self.item(shard, int(i), int(fi))
+                side = None
+                if self.sides:
+                    draw = np.random.default_rng([self.seed, self.epoch, self.rank, worker, k // self.group])
+                    side = int(self.sides[int(draw.integers(len(self.sides)))])
+                k += 1
+                yield self.item(shard, int(i), int(fi), side)
 
-    def item(self, shard: dict, i: int, fi: int = 0):
+    def item(self, shard: dict, i: int, fi: int = 0, side: int | None = None):
+        """One (normalised image, target) pair; ``side``: its central crop (px), None = whole."""
         gid = str(shard["id"][i])
         image, sigma, seg = shard["image"][i], shard["sigma"][i], shard["segmentation"][i]
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, fi, int(shard["index"][i])])
             image, sigma, seg = augment(image, sigma, seg, rng)
+        if side is not None:
+            # cropped before the normalisation, which estimates the background from the crop
+            # itself as the masker does for a cutout of that size
+            image, sigma, seg = centre_crop(side, image, sigma, seg)
         z = normalise_batch(torch.from_numpy(np.asarray(image, np.float32))[None],
                             torch.from_numpy(np.asarray(sigma, np.float32))[None])
         target = targets_from_segmentation(seg, self.classes.get(gid, {}))
@@ -185,24 +241,29 @@ class AutomaskData(L.LightningDataModule):
     train_dir, val_dir : simulation folders (``galmoss-auto simulate`` outputs; several allowed).
     batch_size : cutouts per step; seed : shuffling and augmentation; num_workers : data-loader
     processes (0 = main process; the network never runs in them); n_train : use at most this
-    many training cutouts; real : extra real training cutouts (see :func:`real_instances`).
+    many training cutouts; real : extra real training cutouts (see :func:`real_instances`);
+    crop : (low, high) px of the training crops, one side per batch (see
+    :class:`ShardInstances`; None = whole cutouts).  Validation uses whole cutouts.
     """
 
     def __init__(self, train_dir, val_dir=None, batch_size: int = 8, seed: int = 0, num_workers: int = 0,
-                 n_train: int | None = None, real=None):
+                 n_train: int | None = None, real=None, crop=None):
         super().__init__()
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.train_dir, self.val_dir = train_dir, val_dir
         self.batch_size, self.seed, self.num_workers = int(batch_size), int(seed), int(num_workers)
         self.n_train, self.real = n_train, real
+        self.crop = None if crop is None else tuple(int(v) for v in crop)
+        crop_sides(self.crop)  # validates
         self.train_set = self.val_set = None
 
     def setup(self, stage=None):
         if self.train_set is None:
             rank = getattr(self.trainer, "global_rank", 0) if self.trainer else 0
             world = getattr(self.trainer, "world_size", 1) if self.trainer else 1
-            self.train_set = ShardInstances(self.train_dir, True, self.seed, self.n_train, rank, world)
+            self.train_set = ShardInstances(self.train_dir, True, self.seed, self.n_train, rank, world,
+                                            crop=self.crop, group=self.batch_size)
             if self.real is not None:
                 self.train_set = _WithReal(self.train_set, self.real, self.seed)
             if self.val_dir is not None:
@@ -412,14 +473,16 @@ def build_module(**hparams) -> AutomaskModule:
 
 
 def build_datamodule(train_dir, val_dir, batch_size: int = DEFAULTS["batch_size"], seed: int = 0,
-                     num_workers: int = 0, real=None, labels=None, n_train: int | None = None) -> AutomaskData:
+                     num_workers: int = 0, real=None, labels=None, n_train: int | None = None,
+                     crop=DEFAULTS["crop"]) -> AutomaskData:
     """The :class:`AutomaskData` for ``galmoss-auto train``; ``real`` + ``labels`` add
-    pseudo-labelled real cutouts (see :func:`real_instances`; both or neither)."""
+    pseudo-labelled real cutouts (see :func:`real_instances`; both or neither); ``crop``: the
+    training crops (default :data:`DEFAULTS`' ``crop``; None = whole simulated cutouts)."""
     if (real is None) != (labels is None):
         raise ValueError("real cutouts and their labels go together: give both real and labels, or neither")
     items = real_instances(real, labels) if real is not None else None
     return AutomaskData(train_dir, val_dir, batch_size=batch_size, seed=seed, num_workers=num_workers,
-                        n_train=n_train, real=items)
+                        n_train=n_train, real=items, crop=crop)
 
 
 def _network(module):

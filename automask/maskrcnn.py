@@ -18,9 +18,12 @@ What differs from torchvision's natural-image defaults, and why:
   the target; trained at 64 px, the hsc v1 network calls every galaxy of a 128-px cutout
   "other galaxy" and never "central".  With ``coordinates=S`` the transform appends two channels, (x - x_c) / S and
   (y - y_c) / S from the cutout's own centre (before any batch padding), so "central" means the
-  same at every cutout size.  Off (None) for the first shipped checkpoints.
+  same at every cutout size.  Off (None) by default in the builder; the training defaults and
+  the shipped (v2) checkpoints use it.
 * **Anchors** from 4 px (a point source in good seeing) to 80 px (a large central galaxy),
-  two sizes and three aspect ratios per FPN level, on levels of stride 4, 8, 16, 32.
+  two sizes and three aspect ratios per FPN level, on levels of stride 4, 8, 16, 32
+  (``anchor_sizes``: a network trained on 128-px cutouts also sees neighbours of 100+ px, and
+  takes a larger top level, :data:`ANCHOR_SIZES_128`).
 * **Counts sized for cutouts**: a cutout holds a handful to a few tens of objects, so 300
   proposals (train) / 150 (test) after NMS, ``rois_per_image`` = 64 sampled RoIs per image in
   training, at most 50 detections.
@@ -49,7 +52,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 
-__all__ = ["CLASSES", "CENTRAL", "GALAXY", "STAR", "ARTEFACT", "BACKBONES", "NativeTransform", "centre_offsets",
+__all__ = ["CLASSES", "CENTRAL", "GALAXY", "STAR", "ARTEFACT", "BACKBONES", "ANCHOR_SIZES", "ANCHOR_SIZES_128",
+           "NativeTransform", "centre_offsets",
            "SlimBackbone", "maskrcnn", "maskrcnn_slim", "maskrcnn_resnet18", "maskrcnn_resnet50",
            "count_parameters"]
 
@@ -59,6 +63,8 @@ CENTRAL, GALAXY, STAR, ARTEFACT = 1, 2, 3, 4
 BACKBONES = ("slim", "resnet18", "resnet50")
 #: Anchor sizes (px) per FPN level (strides 4, 8, 16, 32) and aspect ratios.
 ANCHOR_SIZES = ((4, 6), (9, 13), (18, 27), (40, 80))
+#: Anchor sizes of the networks trained on 64-128 px crops (the top level reaches 112 px).
+ANCHOR_SIZES_128 = ((4, 6), (9, 13), (18, 30), (48, 112))
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
 
@@ -171,7 +177,8 @@ def _resnet_body(name: str, in_channels: int = 1) -> tuple[nn.Module, list[int]]
 
 def maskrcnn(backbone: str = "slim", num_classes: int = len(CLASSES), size: int = 128,
              fpn_channels: int | None = None, rois_per_image: int = 64, detections_per_image: int = 50,
-             score_thresh: float = 0.05, coordinates: float | None = None, **kwargs) -> MaskRCNN:
+             score_thresh: float = 0.05, coordinates: float | None = None, anchor_sizes=None,
+             **kwargs) -> MaskRCNN:
     """A Mask R-CNN for single-band cutouts (see the module docstring).
 
     backbone : "slim" (default, ~1.8 M parameters), "resnet18" or "resnet50".
@@ -182,8 +189,10 @@ def maskrcnn(backbone: str = "slim", num_classes: int = len(CLASSES), size: int 
     rois_per_image : RoIs sampled per image to train the box/mask heads (>= 8).
     detections_per_image : most detections returned per cutout (>= 1).
     score_thresh : detections below this class score are dropped (in [0, 1)).
-    coordinates : scale (px, > 0) of the two centre-offset input channels, or None (none; the
-        shipped v1 checkpoints and the training defaults).  64 px suits 64-256 px cutouts.
+    coordinates : scale (px, > 0) of the two centre-offset input channels, or None (none).
+        64 px suits 64-256 px cutouts (the training defaults).
+    anchor_sizes : four pairs of anchor sizes (px, increasing), one pair per FPN level (strides
+        4, 8, 16, 32); None = :data:`ANCHOR_SIZES`.
     kwargs : passed to :class:`torchvision.models.detection.MaskRCNN` (override any default).
     """
     if backbone not in BACKBONES:
@@ -200,6 +209,13 @@ def maskrcnn(backbone: str = "slim", num_classes: int = len(CLASSES), size: int 
         raise ValueError(f"score_thresh must be in [0, 1), got {score_thresh}")
     if coordinates is not None and not coordinates > 0:
         raise ValueError(f"coordinates (the offset scale, px) must be > 0, got {coordinates}")
+    anchor_sizes = ANCHOR_SIZES if anchor_sizes is None else tuple(tuple(float(v) for v in level)
+                                                                   for level in anchor_sizes)
+    if len(anchor_sizes) != 4 or any(len(level) != 2 for level in anchor_sizes):
+        raise ValueError(f"anchor_sizes must give 2 sizes for each of the 4 FPN levels, got {anchor_sizes}")
+    flat = [v for level in anchor_sizes for v in level]
+    if not all(v > 0 for v in flat) or any(b < a for a, b in zip(flat, flat[1:])):
+        raise ValueError(f"anchor_sizes must be positive and non-decreasing (px), got {anchor_sizes}")
     in_channels = 1 if coordinates is None else 3
     lite = backbone == "slim"
     if lite:
@@ -210,7 +226,7 @@ def maskrcnn(backbone: str = "slim", num_classes: int = len(CLASSES), size: int 
         body, channels = _resnet_body(backbone, in_channels)
         fpn_channels = int(fpn_channels or (128 if backbone == "resnet18" else 256))
     net = _WithFPN(body, channels, fpn_channels)
-    anchors = AnchorGenerator(ANCHOR_SIZES, (ASPECT_RATIOS,) * len(ANCHOR_SIZES))
+    anchors = AnchorGenerator(anchor_sizes, (ASPECT_RATIOS,) * len(anchor_sizes))
     levels = ["0", "1", "2", "3"]
     rep = 128 if lite else 1024
     mask_layers = (64, 64) if lite else (256, 256, 256, 256)

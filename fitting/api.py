@@ -183,6 +183,8 @@ def _fit_batch(cutouts, cols, opts):
     full0 = model.initial_full(cols, cutouts).to(device)
     free0, b = model.split(full0)
     free0 = torch.minimum(torch.maximum(free0, problem.lower), problem.upper)
+    # centre windows around the starts (Model.windows; e.g. fitted neighbours)
+    problem.lower, problem.upper = model.window_bounds(free0, problem.lower, problem.upper)
     if opts["method"] == "lm":
         free, chi2, n_iter, converged, normal = levenberg_marquardt(problem, free0, b, opts["lm"])
     else:

@@ -324,7 +324,9 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     1-based ``x y`` bad pixels.  ``saturation`` (image units): pixels at or above it are
     masked, their count in ``meta["n_saturated"]``.  ``region`` = GALFIT's H) (xmin, xmax,
     ymin, ymax), 1-based inclusive: the cutout is that part of the image.  ``gain`` (e-/image
-    unit) is stored in ``meta`` for sigma estimation.
+    unit) is stored in ``meta`` for sigma estimation; a default gain that comes with
+    ``defaults["gain_zeropoint"]`` (from the same source, e.g. a survey preset) is per unit of
+    that zero-point and is converted to the image's own zero-point.
     """
     sources = dict(sources or {})
     defaults = dict(defaults or {})
@@ -414,6 +416,13 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     sat, sat_src = number("saturation", saturation, ("SATURATE", "SATURATION", "SATLEVEL"),
                           "saturation level")
     gain_v, gain_src = number("gain", gain, (), "gain")
+    ref = defaults.get("gain_zeropoint")
+    if gain_v is not None and ref is not None and gain_src == ref[1] and zp is not None and math.isfinite(zp):
+        # a preset's gain is electrons per image unit *of the preset's zero-point*; an image
+        # given in another unit (another zero-point) holds 10^(0.4 (zp_preset - zp)) such
+        # units per unit of its own: without this, a --survey gain on data in other units
+        # turns sigma into pure (wrong) Poisson noise and nothing is detected
+        gain_v *= 10.0 ** (0.4 * (float(ref[0]) - zp))
     if scale is not None and not (math.isfinite(scale) and scale > 0):
         where = source if scale_src in ("header", "argument", "manifest") else f"{scale_src} value"
         raise CutoutError(f"{where}: pixel scale must be finite and > 0 arcsec/px, got {scale} "

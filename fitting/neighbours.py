@@ -35,7 +35,7 @@ from .catalog import build_catalog, merge_in_order
 from .model import Model, default_model
 from .profiles import Gaussian, PointSource, Sersic
 
-__all__ = ["fit_with_neighbours", "neighbours_from_table", "NEIGHBOUR_PARAMS"]
+__all__ = ["fit_with_neighbours", "neighbours_from_table", "NEIGHBOUR_PARAMS", "NEIGHBOUR_WINDOW"]
 
 NEIGHBOUR_PARAMS = ("x", "y", "mag", "r_e", "n", "q", "pa")
 _UNITS = {"x": u.pix, "y": u.pix, "mag": u.mag, "r_e": u.pix, "pa": u.deg}
@@ -123,8 +123,13 @@ def _empty_neighbour_table() -> Table:
     return t
 
 
+#: Default half-width (px) of the box around its start that a neighbour's centre stays in.
+NEIGHBOUR_WINDOW = 5.0
+
+
 def fit_with_neighbours(cutouts, init, neighbours, model: Model | None = None, *,
-                        max_neighbours: int | None = None, **fit_kwargs):
+                        max_neighbours: int | None = None, window: float | None = NEIGHBOUR_WINDOW,
+                        **fit_kwargs):
     """Fit each cutout's target with its neighbours as extra components (module docstring).
 
     cutouts : list of :class:`~galmoss_auto.fitting.cutout.Cutout`.
@@ -135,6 +140,10 @@ def fit_with_neighbours(cutouts, init, neighbours, model: Model | None = None, *
     model : the target's model (default one Sérsic ``sersic``); its fixed parameters, ties and
         bounds are kept.  Its component names must not start with ``nb``.
     max_neighbours : fit at most this many per cutout (the first ones; >= 0; default all).
+    window : a neighbour's centre stays within this many px (in x and y) of its start (> 0;
+        default :data:`NEIGHBOUR_WINDOW`; None = anywhere in the cutout).  A neighbour is
+        started on its own light; left free, a faint one can drift onto the target and fit its
+        core (:class:`~galmoss_auto.fitting.model.Model`'s ``windows``).
     fit_kwargs : passed to :func:`fit` (method, errors, device, batch_size, ...).
 
     Returns ``(catalog, neighbours_table)``.
@@ -144,6 +153,8 @@ def fit_with_neighbours(cutouts, init, neighbours, model: Model | None = None, *
     clash = [c.name for c in model.components if c.name.startswith(_PREFIX)]
     if clash:
         raise ValueError(f"component names starting with {_PREFIX!r} are reserved for neighbours: {clash}")
+    if window is not None and not window > 0:
+        raise ValueError(f"window must be > 0 px (or None), got {window}")
     if max_neighbours is not None and int(max_neighbours) < 0:
         raise ValueError(f"max_neighbours must be >= 0, got {max_neighbours}")
     if hasattr(neighbours, "colnames"):
@@ -170,7 +181,8 @@ def fit_with_neighbours(cutouts, init, neighbours, model: Model | None = None, *
             mains.append(fit(sub, sub_init, model, **fit_kwargs))
             continue
         extra = _components(kinds, has_psf)
-        joint = Model(list(model.components) + extra, fixed=model.fixed, ties=model.ties, bounds=model.bounds)
+        joint = Model(list(model.components) + extra, fixed=model.fixed, ties=model.ties, bounds=model.bounds,
+                      windows={**model.windows, **({c.name: window for c in extra} if window else {})})
         for k, comp in enumerate(extra):
             for spec in comp.param_specs:
                 name = spec.name

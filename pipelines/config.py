@@ -178,8 +178,9 @@ def parse_weights(weights) -> dict:
 
 
 def survey_defaults(survey: str | None, band: str | None, psf_dir) -> dict:
-    """``zeropoint``, ``pixel_scale``, ``gain`` and ``psf`` (a FITS file written into
-    ``psf_dir``) from the data_scripts survey preset ``survey``/``band``; {} without a survey."""
+    """``zeropoint``, ``pixel_scale``, ``gain`` (with ``gain_zeropoint``, the zero-point of the
+    unit it is per) and ``psf`` (a FITS file written into ``psf_dir``) from the data_scripts
+    survey preset ``survey``/``band``; {} without a survey."""
     if survey is None:
         return {}
     try:
@@ -223,5 +224,7 @@ def surveys_to_defaults(surveys, survey: str, band: str, psf_dir) -> dict:
     psf_dir.mkdir(parents=True, exist_ok=True)
     path = psf_dir / f"psf_{preset.name}_{band}.fits"
     fits.PrimaryHDU(psf).writeto(path, overwrite=True)
+    # the gain is per image unit of the preset's zero-point: the reader converts it when the
+    # image's zero-point comes from elsewhere (other units)
     return {"zeropoint": float(preset.zeropoint), "pixel_scale": float(preset.pixel_scale),
-            "gain": float(b.gain), "psf": str(path)}
+            "gain": float(b.gain), "gain_zeropoint": float(preset.zeropoint), "psf": str(path)}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from galmoss_auto.automask.base import MaskResult, is_batched
+from galmoss_auto.automask.base import MaskResult, initializer_view, is_batched
 from galmoss_auto.fitting.cutout import Cutout, CutoutError
 from galmoss_auto.fitting.dataset import CutoutFailure
 from galmoss_auto.fitting.flags import Flag
@@ -34,8 +34,8 @@ __all__ = ["Prepared", "Preparer", "BatchStages", "estimate_sigma", "psf_fwhm_px
 class Prepared:
     """A galaxy ready to fit: the cutout (mask = input mask OR masker's), the masker's own
     mask, the initial guess, pipeline flags, ``columns`` for the catalog, stage timings (s),
-    the neighbours to fit with it, and the stages still to run in the main process
-    (``pending``: ``"mask"`` and/or ``"init"``)."""
+    the neighbours to fit with it (and their pixels, hidden from the initializer), and the
+    stages still to run in the main process (``pending``: ``"mask"`` and/or ``"init"``)."""
 
     cutout: Cutout
     auto_mask: np.ndarray
@@ -44,6 +44,7 @@ class Prepared:
     columns: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     neighbours: list = field(default_factory=list)
+    neighbour_pixels: np.ndarray | None = None
     pending: set = field(default_factory=set)
     messages: list = field(default_factory=list)
 
@@ -71,6 +72,12 @@ def apply_mask(g: Prepared, res: MaskResult, name: str) -> None:
     g.columns |= {k: v for k, v in res.columns.items() if k not in ("sky_level", "sky_rms")}
     g.columns["mask_method"] = res.method or name
     g.neighbours = list(res.neighbours or [])
+    g.neighbour_pixels = res.neighbour_pixels if g.neighbours else None
+
+
+def init_view(g: Prepared) -> Cutout:
+    """``g``'s cutout as its initializer sees it (the modelled neighbours hidden)."""
+    return initializer_view(g.cutout, g.neighbour_pixels)
 
 
 def run_masker(g: Prepared, masker):
@@ -89,7 +96,7 @@ def run_masker(g: Prepared, masker):
 def run_initializer(g: Prepared, initializer, detection=None) -> None:
     """Per-cutout initializer on ``g`` (generic start + INIT_FALLBACK if it raises)."""
     try:
-        init = initializer(g.cutout, detection)
+        init = initializer(init_view(g), detection)
     except Exception as exc:  # same rule for the initializer: fall back, flag, say why
         init = InitResult(fallback_guess(g.cutout), int(Flag.INIT_FALLBACK),
                           {"init_method": "fallback"})
@@ -179,12 +186,13 @@ def psf_fwhm_px(psf: np.ndarray | None) -> float | None:
     return float(2.0 * np.sqrt(n / np.pi))
 
 
-def _run_batched(items: list, batch_call, apply, fallback, flag: Flag, what: str) -> None:
-    """A learned stage's batch call on ``items``' cutouts, each result applied to its item; if
-    the call fails (or returns the wrong number of results) the whole chunk falls back to sep
-    (``fallback(item)``), flagged ``flag``, with the reason in its messages."""
+def _run_batched(items: list, batch_call, apply, fallback, flag: Flag, what: str, view=None) -> None:
+    """A learned stage's batch call on ``items``' cutouts (``view(item)``, default its cutout),
+    each result applied to its item; if the call fails (or returns the wrong number of results)
+    the whole chunk falls back to sep (``fallback(item)``), flagged ``flag``, with the reason in
+    its messages."""
     try:
-        results = batch_call([g.cutout for g in items])
+        results = batch_call([view(g) if view else g.cutout for g in items])
         if len(results) != len(items):
             raise RuntimeError(f"returned {len(results)} results for {len(items)} cutouts")
         for g, res in zip(items, results):
@@ -278,7 +286,7 @@ class BatchStages:
                                  lambda g, init: set_init(g, init, name),
                                  lambda g: run_initializer(g, self.sep_initializer,
                                                            detections.get(id(g))),
-                                 Flag.INIT_FALLBACK, f"initializer {name}")
+                                 Flag.INIT_FALLBACK, f"initializer {name}", view=init_view)
             else:
                 for g in want:
                     run_initializer(g, self.initializer, detections.get(id(g)))

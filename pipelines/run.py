@@ -145,7 +145,8 @@ def run_model(model=None, sky: str = "flat"):
     names = {c.name for c in base.components}
     name = "sky" if "sky" not in names else next(f"sky{k}" for k in range(2, 99) if f"sky{k}" not in names)
     comp = FlatSky(name) if sky == "flat" else TiltedSky(name)
-    return Model(base.components + [comp], fixed=base.fixed, ties=base.ties, bounds=base.bounds)
+    return Model(base.components + [comp], fixed=base.fixed, ties=base.ties, bounds=base.bounds,
+                 windows=base.windows)
 
 
 def _sky_component(model):

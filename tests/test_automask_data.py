@@ -73,3 +73,49 @@ def test_real_cutouts_with_labels(sim, tmp_path):
     assert len(list(dm.train_set)) == 6 + len(items)
     with pytest.raises(ValueError, match="both"):
         build_datamodule(sim, None, real=sim / "manifest.ecsv")
+
+
+def test_crop_sides_and_centre_crop_keep_the_centre():
+    from galmoss_auto.automask.lightning import centre_crop, crop_sides
+    assert crop_sides((64, 128)) == (64, 80, 96, 112, 128)
+    assert crop_sides((70, 100)) == (80, 96)
+    assert crop_sides(None) == ()
+    for bad in ((16, 64), (96, 64)):
+        with pytest.raises(ValueError, match="crop"):
+            crop_sides(bad)
+    with pytest.raises(ValueError, match="multiple"):
+        crop_sides((65, 70))
+    image = np.zeros((128, 128), np.float32)
+    image[63:65, 63:65] = 1.0       # the 2x2 block around the centre of an even cutout
+    for side in (64, 80, 96, 112, 128, 200):
+        (out,) = centre_crop(side, image)
+        s = min(side, 128)
+        assert out.shape == (s, s)
+        c = (s - 1) / 2
+        rows, cols = np.nonzero(out)
+        assert rows.mean() == c and cols.mean() == c
+
+
+def test_training_crops_one_side_per_batch(tmp_path_factory):
+    from galmoss_auto.data_scripts.simulate import simulate
+    out = tmp_path_factory.mktemp("amcrop")
+    simulate("sdss", "r", 8, seed=7, out=out, size=96, workers=1, fits=False, progress=False, shard_size=8)
+    data = ShardInstances(out, train=True, seed=3, crop=(64, 96), group=4)
+    items = list(data)
+    sides = [z.shape[-1] for z, _ in items]
+    assert sides == [z.shape[-2] for z, _ in items]
+    # one side per group of 4 (a batch), each from 64, 80, 96; seeded
+    assert len(set(sides[:4])) == 1 and len(set(sides[4:])) == 1
+    assert set(sides) <= {64, 80, 96}
+    assert sides == [z.shape[-1] for z, _ in ShardInstances(out, train=True, seed=3, crop=(64, 96), group=4)]
+    many = {z.shape[-1] for s in range(6) for z, _ in ShardInstances(out, train=True, seed=s, crop=(64, 96), group=4)}
+    assert len(many) > 1
+    for z, t in items:
+        side = z.shape[-1]
+        # targets are cut with the image: masks have its shape and the target stays the central
+        assert t["masks"].shape[-2:] == (side, side)
+        c = int(side // 2)
+        central = t["masks"][t["labels"] == CENTRAL]
+        assert len(central) == 1 and central[0][c - 1:c + 1, c - 1:c + 1].any()
+    # validation cutouts are never cropped
+    assert {z.shape[-1] for z, _ in ShardInstances(out, train=False, crop=(64, 96), group=4)} == {96}

@@ -143,3 +143,19 @@ def test_training_step_lowers_loss(tmp_path_factory, tmp_path):
     assert after < 0.9 * before
     # validation metrics were computed and logged
     assert "val/central_iou" in trainer.callback_metrics
+
+
+def test_builder_anchor_sizes():
+    from galmoss_auto.automask.maskrcnn import ANCHOR_SIZES, ANCHOR_SIZES_128
+    net = maskrcnn("slim", anchor_sizes=ANCHOR_SIZES_128)
+    assert net.rpn.anchor_generator.sizes == tuple(tuple(float(v) for v in lv) for lv in ANCHOR_SIZES_128)
+    assert maskrcnn("slim").rpn.anchor_generator.sizes == ANCHOR_SIZES
+    # lists (as read back from a registry's JSON) work too
+    net = maskrcnn("slim", anchor_sizes=[list(lv) for lv in ANCHOR_SIZES_128], coordinates=64.0).eval()
+    with torch.no_grad():
+        out = net([torch.randn(1, 96, 96)])
+    assert out[0]["masks"].shape[-2:] == (96, 96)
+    for bad in (((4, 6), (9, 13), (18, 27)), ((4, 6), (9, 13), (18, 27), (80, 40)),
+                ((0, 6), (9, 13), (18, 27), (40, 80))):
+        with pytest.raises(ValueError, match="anchor_sizes"):
+            maskrcnn("slim", anchor_sizes=bad)

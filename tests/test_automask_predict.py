@@ -140,9 +140,12 @@ def test_instance_params_and_psf_fwhm():
 
 @pytest.fixture(scope="module")
 def module():
-    from galmoss_auto.automask.lightning import build_module
+    from galmoss_auto.automask.lightning import DEFAULTS, build_module
     torch.manual_seed(5)
-    return build_module(arch="slim", size=SIZE, builder={"detections_per_image": 10, "score_thresh": 0.01})
+    # the training defaults' builder options (centre-offset channels, anchors up to 112 px), so
+    # that export -> registry JSON -> rebuild is checked with them
+    return build_module(arch="slim", size=SIZE, builder={**DEFAULTS["builder"], "detections_per_image": 10,
+                                                         "score_thresh": 0.01})
 
 
 def test_batch_equals_one_by_one(module):
@@ -193,3 +196,112 @@ def test_export_load_identical_predictions(module, tmp_path, fp16=True):
     net = build_model(entry, {k: v.float() for k, v in state.items()})
     assert check_reference(net, ref) == []
     assert reference_input().shape == ref["input"].shape
+
+
+def _disk(x, y, r, size=SIZE):
+    yy, xx = np.indices((size, size))
+    return (xx - x) ** 2 + (yy - y) ** 2 <= r * r
+
+
+def test_pieces_of_the_central_join_it_and_are_not_neighbours():
+    from galmoss_auto.automask.instances import Instances
+    from galmoss_auto.automask.predict import central_footprint
+    data = _blob(31.5, 31.5, 3000, 3.0) + _blob(46, 31.5, 900, 1.5)
+    # 0: the central as the network outlined it (its core only); 1: the same galaxy's wider
+    # outline, centred 1 px off (within half a FWHM); 2: an inner part 2 px off (within 0.3
+    # radii of the joined footprint, inside it); 3: a real neighbour 14.5 px away, touching it
+    masks = np.stack([_disk(31.5, 31.5, 5), _disk(32.5, 31.5, 9), _disk(29.5, 31.5, 4), _disk(46, 31.5, 5)])
+    inst = Instances(np.array([CENTRAL, GALAXY, GALAXY, GALAXY]), np.array([0.9, 0.8, 0.7, 0.95]),
+                     masks, np.zeros((4, 4)))
+    foot, pieces = central_footprint(inst, 0, data, fwhm=3.0)
+    assert pieces == {1, 2}
+    assert np.array_equal(foot, masks[0] | masks[1] | masks[2])
+    # switched off: nothing joins
+    foot, pieces = central_footprint(inst, 0, data, fwhm=3.0, piece_distance=0.0)
+    assert pieces == set() and np.array_equal(foot, masks[0])
+    # a piece must lie mostly inside the footprint: the inner part moved outside is no piece
+    masks[2] = _disk(29.5, 38.5, 4)
+    assert 2 not in central_footprint(inst, 0, data, fwhm=3.0)[1]
+
+
+class PieceNet(StubNet):
+    """The central, an inner part of the same galaxy (2 px off), and the real neighbour."""
+
+    def forward(self, images):
+        out = super().forward(images)[0]
+        yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+        piece = (((xx - 33.5) ** 2 + (yy - 31.5) ** 2) <= 25).float()[None, None]
+        out = {"boxes": torch.zeros(5, 4), "labels": torch.cat([out["labels"], torch.tensor([GALAXY])]),
+               "scores": torch.cat([out["scores"], torch.tensor([0.95])]),
+               "masks": torch.cat([out["masks"], piece])}
+        return [dict(out) for _ in images]
+
+
+def test_masker_does_not_fit_a_piece_of_the_central_as_a_neighbour():
+    c = _cutout()
+    res, details = MaskRCNNMasker(network=PieceNet()).mask_batch([c], "cpu", return_details=True)
+    assert [round(n.params["x"]) for n in res[0].neighbours] == [45]      # only the real neighbour
+    assert not res[0].mask[31, 31:40].any()
+    # without the rules the piece is fitted as a second galaxy at the target's centre
+    off = MaskRCNNMasker(network=PieceNet(), piece_distance=0.0, symmetric=0.0).mask_batch([c], "cpu")[0]
+    assert sorted(round(n.params["x"]) for n in off.neighbours) == [34, 45]     # 1-based
+    with pytest.raises(ValueError, match="piece_distance"):
+        MaskRCNNMasker(network=PieceNet(), piece_distance=-1.0)
+
+
+def test_initializer_sees_the_modelled_neighbours_hidden():
+    from galmoss_auto.automask.base import initializer_view
+    from galmoss_auto.fitting.noise import complete_noise
+    from galmoss_auto.initnet.base import InitResult
+    from galmoss_auto.pipelines.prepare import BatchStages, Prepared
+
+    c = _cutout(with_sky=True)
+    res = MaskRCNNMasker(network=StubNet()).mask_batch([c], "cpu")[0]
+    # the neighbour's own pixels, minus the central's footprint, are handed to the initializer
+    nb = _disk(44, 36, 5) & ~_disk(31.5, 31.5, 9)
+    assert np.array_equal(res.neighbour_pixels, nb)
+    view = initializer_view(c, res.neighbour_pixels)
+    assert view.mask[36, 44] and not c.mask[36, 44] and not view.mask[31, 31]
+    assert initializer_view(c, None) is c
+
+    seen = {}
+
+    class Spy:
+        name, batched = "spy", False
+
+        def __call__(self, cutout, detection=None):
+            seen["mask"] = cutout.mask.copy()
+            return InitResult({"x": 32.5, "y": 32.5, "mag": 18.0, "r_e": 3.0, "n": 1.0, "q": 0.7, "pa": 0.0}, 0, {})
+
+    g = _cutout(with_sky=True)
+    complete_noise(g)
+    item = Prepared(cutout=g, auto_mask=np.zeros(g.shape, bool), init=None, pending={"mask", "init"})
+    masker = MaskRCNNMasker(network=StubNet())
+    BatchStages(masker, Spy(), SepMasker(), Spy())([item], "cpu")
+    assert len(item.neighbours) == 1
+    assert seen["mask"][36, 44] and not item.cutout.mask[36, 44]    # hidden from the init only
+    assert not seen["mask"][31, 31]
+
+
+def test_mirror_test_joins_a_discs_ends_but_not_a_neighbour():
+    from galmoss_auto.automask.instances import Instances
+    from galmoss_auto.automask.predict import central_footprint, symmetric_fraction
+    yy, xx = np.indices((SIZE, SIZE), dtype=float)
+    # an edge-on disc along x through the centre, and a real neighbour above it
+    disc = 500 * np.exp(-np.hypot((xx - 31.5) / 8.0, (yy - 31.5) / 2.0))
+    neighbour = 200 * np.exp(-np.hypot(xx - 40, yy - 38) / 1.5)
+    data = disc + neighbour
+    middle = (np.abs(xx - 31.5) <= 8) & (np.abs(yy - 31.5) <= 4)
+    left = (xx >= 15) & (xx < 23.5) & (np.abs(yy - 31.5) <= 4)        # the disc's two ends,
+    right = (xx > 39.5) & (xx <= 48) & (np.abs(yy - 31.5) <= 4)       # touching the middle
+    near = _disk(40, 38, 3)                                             # touches the middle too
+    assert symmetric_fraction(data, left, (31, 31)) > 0.9
+    assert symmetric_fraction(data, near, (31, 31)) < 0.5
+    inst = Instances(np.array([CENTRAL, GALAXY, GALAXY, GALAXY]), np.array([0.9, 0.8, 0.8, 0.9]),
+                     np.stack([middle, left, right, near]), np.zeros((4, 4)))
+    foot, pieces = central_footprint(inst, 0, data, fwhm=3.0, symmetric=0.7)
+    assert pieces == {1, 2}
+    assert np.array_equal(foot, middle | left | right)
+    assert central_footprint(inst, 0, data, fwhm=3.0, symmetric=0.0)[1] == set()
+    with pytest.raises(ValueError, match="symmetric"):
+        MaskRCNNMasker(network=StubNet(), symmetric=1.5)

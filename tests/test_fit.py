@@ -271,3 +271,25 @@ def test_read_cutout_accepts_arrays():
     assert np.allclose(cut.sigma, 0.5)
     with pytest.raises(CutoutError, match="sigma shape"):
         read_cutout(image, id="bad", variance=np.ones((3, 3)))
+
+
+def test_centre_windows_hold_a_component_near_its_start():
+    import torch
+    from galmoss_auto.fitting.model import Model
+    from galmoss_auto.fitting.profiles import Sersic
+    model = Model([Sersic("sersic"), Sersic("nb1")], windows={"nb1": 2.0})
+    F = len(model.free_names)
+    free0 = torch.zeros(2, F, dtype=torch.float64)
+    ix, iy = model.free_names.index("nb1.x"), model.free_names.index("nb1.y")
+    free0[:, ix], free0[:, iy] = torch.tensor([10.0, 50.0]), torch.tensor([20.0, 0.25])
+    lo = torch.full((2, F), -0.5, dtype=torch.float64)
+    hi = torch.full((2, F), 63.5, dtype=torch.float64)
+    lo2, hi2 = model.window_bounds(free0, lo, hi)
+    assert lo2[:, ix].tolist() == [8.0, 48.0] and hi2[:, ix].tolist() == [12.0, 52.0]
+    assert lo2[:, iy].tolist() == [18.0, -0.5] and hi2[:, iy].tolist() == [22.0, 2.25]  # the cutout still bounds it
+    sx = model.free_names.index("sersic.x")
+    assert torch.equal(lo2[:, sx], lo[:, sx]) and torch.equal(hi2[:, sx], hi[:, sx])   # no window: unchanged
+    with pytest.raises(KeyError, match="window"):
+        Model([Sersic("sersic")], windows={"nb9": 2.0})
+    with pytest.raises(ValueError, match="half-width"):
+        Model([Sersic("sersic")], windows={"sersic": 0.0})

@@ -167,3 +167,40 @@ def test_wcs_pixel_scale_and_errors_name_the_file(tmp_path):
     assert cut.pixel_scale == pytest.approx(0.396, rel=1e-3) and cut.zeropoint == 22.5
     with pytest.raises(CutoutError, match="nope.fits: sigma file not found"):
         read_record({"id": "w", "image": str(tmp_path / "w.fits"), "sigma": str(tmp_path / "nope.fits")})
+
+
+def test_survey_gain_follows_the_image_unit(tmp_path):
+    # a preset's gain is e- per unit of the preset's zero-point (SDSS: per nanomaggy, zp 22.5);
+    # data given with another zero-point (ProFit's GAMA SDSS stamps: mag = -2.5 log10 flux) hold
+    # 10^(0.4 (22.5 - 0)) nanomaggies per unit, so the gain per unit is that much larger
+    from galmoss_auto.fitting.cutout import read_cutout
+    from galmoss_auto.pipelines.config import survey_defaults
+    rng = np.random.default_rng(3)
+    image = rng.normal(0, 2e-11, (40, 40))
+    d = survey_defaults("sdss", "r", tmp_path)
+    defaults = {k: (v, "survey") for k, v in d.items()}
+    assert d["gain_zeropoint"] == d["zeropoint"] == 22.5
+    same = read_cutout(image, id="a", defaults=defaults)
+    assert same.meta["gain"] == pytest.approx(d["gain"])
+    other = read_cutout(image, id="a", zeropoint=0.0, defaults=defaults)
+    assert other.meta["gain"] == pytest.approx(d["gain"] * 10 ** (0.4 * 22.5))
+    # a gain the user gives is the user's, in the image's own unit
+    given = read_cutout(image, id="a", zeropoint=0.0, gain=4.7, defaults=defaults)
+    assert given.meta["gain"] == 4.7
+
+
+@pytest.mark.shared
+def test_survey_preset_on_stamps_in_other_units_detects_the_galaxy(shared_data, tmp_path):
+    # ProFit's SDSS stamps (fluxes ~1e-11, zero-point 0) with --survey sdss: the galaxy is found
+    # and fitted (with the preset's gain unconverted, sigma was ~1e6 x too large: no detection)
+    from galmoss_auto.pipelines.config import RunConfig
+    from galmoss_auto.pipelines.run import run
+    base = shared_data / "profit_gama_kids_sdss" / "SDSS"
+    Table({"id": ["G266033"], "image": [str(base / "G266033fitim.fits")],
+           "psf": [str(base / "G266033psfim.fits")]}).write(tmp_path / "m.ecsv")
+    run(RunConfig(input=str(tmp_path / "m.ecsv"), out=str(tmp_path / "o"), workers=0, progress=False,
+                  survey="sdss", band="r", zeropoint=0.0, pixel_scale=0.339, mask="sep", init="sep"))
+    cat = Table.read(tmp_path / "o" / "catalog.fits")
+    assert not cat["flags"][0] & (Flag.NO_CENTRAL_DETECTION | Flag.INIT_FALLBACK | Flag.AT_BOUND)
+    # Lange et al.'s single-Sersic magnitude of G266033: 17.391 - 0.753
+    assert cat["sersic_mag"][0] == pytest.approx(16.64, abs=0.2)

@@ -111,3 +111,20 @@ def test_cli_fit_neighbours(blends, tmp_path):
     assert len(table) == N and (tmp_path / "out" / "neighbours.fits").is_file()
     cat = Table.read(tmp_path / "out" / "catalog.ecsv")
     assert np.median(np.abs(cat["sersic_mag"] - truth["sersic_mag"])) < 0.03
+
+
+def test_a_neighbour_started_away_from_its_light_stays_in_its_window(blends):
+    # a "neighbour" started on empty sky 8 px beyond the real one: left free it runs to the
+    # light (here the real neighbour, on real stamps the target's core); with its window it
+    # stays within the window of its start
+    _, _, obj, _ = blends
+    plain, _, nbs, init = _problem(blends)
+    away = [[dict(nb[0], x=nb[0]["x"] + 8.0)] for nb in nbs]
+    _, held = fit_with_neighbours(plain, init, away, device="cpu", errors="none", window=2.0)
+    _, free = fit_with_neighbours(plain, init, away, device="cpu", errors="none", window=None)
+    start = np.array([nb[0]["x"] for nb in away])
+    assert np.all(np.abs(np.asarray(held["x"]) - start) <= 2.0 + 1e-6)
+    assert np.all(np.abs(np.asarray(held["y"]) - [nb[0]["y"] for nb in away]) <= 2.0 + 1e-6)
+    assert np.median(np.abs(np.asarray(free["x"]) - start)) > 3.0
+    with pytest.raises(ValueError, match="window"):
+        fit_with_neighbours(plain, init, away, device="cpu", window=0.0)
