@@ -196,7 +196,9 @@ def _fit_batch(cutouts, cols, opts):
     span = (problem.upper - problem.lower).clamp(max=1e6)
     tol = 1e-6 * torch.where(torch.isfinite(span), span, torch.ones_like(span)) + 1e-9
     at_bound = ((free - problem.lower).abs() < tol) | ((problem.upper - free).abs() < tol)
-    flags |= torch.where(at_bound.any(1), int(Flag.AT_BOUND), 0)
+    aux = model.auxiliary_free.to(device)
+    flags |= torch.where((at_bound & ~aux).any(1), int(Flag.AT_BOUND), 0)
+    flags |= torch.where((at_bound & aux).any(1), int(Flag.NEIGHBOUR_AT_BOUND), 0)
     n_bad = torch.tensor([c.n_bad_pixels for c in cutouts], device=device)
     flags |= torch.where(n_bad > 0, int(Flag.AUTO_MASKED_PIXELS), 0)
     dof = problem.n_good - F

@@ -27,6 +27,10 @@ class Flag(IntFlag):
     AUTO_MASKED_PIXELS = 32
     #: Fewer valid pixels than free parameters + 1: chi2_nu is undefined.
     TOO_FEW_PIXELS = 64
+    #: A neighbour fitted together with the target ended on a box bound (its n, q, or the
+    #: window around its start); the target's own parameters did not (that is AT_BOUND).
+    #: Informational: a faint neighbour is often poorly constrained.
+    NEIGHBOUR_AT_BOUND = 128
     #: The sigma map was estimated from the image (no sigma/weight map was given).
     SIGMA_ESTIMATED = 256
     #: The automatic masker failed on this cutout; only user and bad-pixel masks were used.

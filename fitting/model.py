@@ -62,9 +62,11 @@ class Model:
         with the target is started on its own light; without a window a faint one can wander
         onto the target and become its bulge (seen on a real SDSS stamp: 1.85 mag of the
         target's light taken that way).
+    auxiliary : names of components that are not the target (fitted neighbours): a free
+        parameter of theirs ending on a bound sets NEIGHBOUR_AT_BOUND instead of AT_BOUND.
     """
 
-    def __init__(self, components, fixed=None, ties=None, bounds=None, windows=None):
+    def __init__(self, components, fixed=None, ties=None, bounds=None, windows=None, auxiliary=()):
         self.components: list[Component] = list(components)
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
@@ -93,6 +95,10 @@ class Model:
             if not (isinstance(half, (int, float)) and math.isfinite(half) and half > 0):
                 raise ValueError(f"{name}: a centre window must be a half-width > 0 px, got {half!r}")
             self.windows[name] = float(half)
+        self.auxiliary = tuple(dict.fromkeys(auxiliary or ()))
+        unknown = [n for n in self.auxiliary if n not in self.by_name]
+        if unknown:
+            raise KeyError(f"auxiliary components {unknown} are not in the model ({', '.join(names)})")
         for name, value in self.fixed.items():
             if value is not None:
                 _check_value(name, self.params[index[name]][1], value, "fixed value")
@@ -212,6 +218,11 @@ class Model:
                     b = math.log(upper)            # no axis swap: q itself stays <= upper
                 lo[:, j], hi[:, j] = a, b
         return lo, hi
+
+    @property
+    def auxiliary_free(self) -> torch.Tensor:
+        """(F,) bool: the free parameters that belong to :attr:`auxiliary` components."""
+        return torch.tensor([n.split(".", 1)[0] in self.auxiliary for n in self.free_names], dtype=torch.bool)
 
     def window_bounds(self, free0: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:

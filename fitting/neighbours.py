@@ -16,7 +16,8 @@ mean what they mean for a plain fit.  With K <= 3 and two kinds there are at mos
 
 Returns the main catalog, with exactly the rows and columns :func:`fit` would give for
 ``model`` alone (the neighbours' parameters do not appear in it; ``chi2_nu`` and ``flags``
-are those of the joint fit), and a neighbours table (astropy Table with units): ``id`` (the
+are those of the joint fit, where a neighbour on a bound sets NEIGHBOUR_AT_BOUND, not
+AT_BOUND), and a neighbours table (astropy Table with units): ``id`` (the
 cutout), ``index`` (1-based, in the order given), ``kind``, ``x``, ``y``, ``mag``, ``r_e``,
 ``n``, ``q``, ``pa`` (NaN where a kind lacks them; a Gaussian star's ``r_e`` is its FWHM / 2)
 with ``_err`` columns, and ``flags`` (the joint fit's).
@@ -182,7 +183,8 @@ def fit_with_neighbours(cutouts, init, neighbours, model: Model | None = None, *
             continue
         extra = _components(kinds, has_psf)
         joint = Model(list(model.components) + extra, fixed=model.fixed, ties=model.ties, bounds=model.bounds,
-                      windows={**model.windows, **({c.name: window for c in extra} if window else {})})
+                      windows={**model.windows, **({c.name: window for c in extra} if window else {})},
+                      auxiliary=list(model.auxiliary) + [c.name for c in extra])
         for k, comp in enumerate(extra):
             for spec in comp.param_specs:
                 name = spec.name

@@ -146,7 +146,7 @@ def run_model(model=None, sky: str = "flat"):
     name = "sky" if "sky" not in names else next(f"sky{k}" for k in range(2, 99) if f"sky{k}" not in names)
     comp = FlatSky(name) if sky == "flat" else TiltedSky(name)
     return Model(base.components + [comp], fixed=base.fixed, ties=base.ties, bounds=base.bounds,
-                 windows=base.windows)
+                 windows=base.windows, auxiliary=base.auxiliary)
 
 
 def _sky_component(model):

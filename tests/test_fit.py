@@ -293,3 +293,8 @@ def test_centre_windows_hold_a_component_near_its_start():
         Model([Sersic("sersic")], windows={"nb9": 2.0})
     with pytest.raises(ValueError, match="half-width"):
         Model([Sersic("sersic")], windows={"sersic": 0.0})
+    # auxiliary (neighbour) components: which free parameters set NEIGHBOUR_AT_BOUND
+    aux = Model([Sersic("sersic"), Sersic("nb1")], auxiliary=["nb1"]).auxiliary_free
+    assert aux.tolist() == [n.startswith("nb1.") for n in model.free_names]
+    with pytest.raises(KeyError, match="auxiliary"):
+        Model([Sersic("sersic")], auxiliary=["nb1"])

@@ -7,7 +7,7 @@ from astropy.table import Table
 pytest.importorskip("galsim")
 
 from galmoss_auto.automask.detect import grow
-from galmoss_auto.fitting import Cutout, fit
+from galmoss_auto.fitting import Cutout, Flag, fit
 from galmoss_auto.fitting.neighbours import fit_with_neighbours, neighbours_from_table
 
 N = 6
@@ -120,10 +120,16 @@ def test_a_neighbour_started_away_from_its_light_stays_in_its_window(blends):
     _, _, obj, _ = blends
     plain, _, nbs, init = _problem(blends)
     away = [[dict(nb[0], x=nb[0]["x"] + 8.0)] for nb in nbs]
-    _, held = fit_with_neighbours(plain, init, away, device="cpu", errors="none", window=2.0)
+    held_cat, held = fit_with_neighbours(plain, init, away, device="cpu", errors="none", window=2.0)
     _, free = fit_with_neighbours(plain, init, away, device="cpu", errors="none", window=None)
     start = np.array([nb[0]["x"] for nb in away])
     assert np.all(np.abs(np.asarray(held["x"]) - start) <= 2.0 + 1e-6)
+    # a neighbour held at its window's edge flags the row NEIGHBOUR_AT_BOUND, not AT_BOUND
+    # (the target's own parameters are free of their bounds here)
+    edge = np.isclose(np.abs(np.asarray(held["x"]) - start), 2.0, atol=1e-4)
+    assert edge.any()
+    assert all(f & Flag.NEIGHBOUR_AT_BOUND for f in np.asarray(held["flags"])[edge])
+    assert not any(f & Flag.AT_BOUND for f in np.asarray(held_cat["flags"]))
     assert np.all(np.abs(np.asarray(held["y"]) - [nb[0]["y"] for nb in away]) <= 2.0 + 1e-6)
     assert np.median(np.abs(np.asarray(free["x"]) - start)) > 3.0
     with pytest.raises(ValueError, match="window"):
