@@ -92,9 +92,13 @@ class Model:
         for name, half in dict(windows or {}).items():
             if name not in self.by_name:
                 raise KeyError(f"window for unknown component {name!r}; the model has {', '.join(names)}")
-            if not (isinstance(half, (int, float)) and math.isfinite(half) and half > 0):
+            try:
+                width = float(half)
+            except (TypeError, ValueError):
+                width = math.nan
+            if not (math.isfinite(width) and width > 0):
                 raise ValueError(f"{name}: a centre window must be a half-width > 0 px, got {half!r}")
-            self.windows[name] = float(half)
+            self.windows[name] = width
         self.auxiliary = tuple(dict.fromkeys(auxiliary or ()))
         unknown = [n for n in self.auxiliary if n not in self.by_name]
         if unknown:
@@ -233,8 +237,7 @@ class Model:
             return lower, upper
         lower, upper = lower.clone(), upper.clone()
         for j, name in enumerate(self.free_names):
-            comp, param = name.split(".", 1)
-            half = self.windows.get(comp)
+            half = self.windows.get(name.split(".", 1)[0])
             if half is None or self.params[self.full_names.index(name)][1].kind != "position":
                 continue
             lower[:, j] = torch.clamp(torch.maximum(lower[:, j], free0[:, j] - half), max=free0[:, j])
