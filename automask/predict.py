@@ -379,17 +379,20 @@ def central_footprint(inst: Instances, central: int, data: np.ndarray, fwhm: flo
     target's light)."""
     foot = inst.masks[central].copy()
     pieces: set = set()
+    candidates = [j for j in range(len(inst)) if j != central and inst.labels[j] in (CENTRAL, GALAXY, STAR)]
+    # a detection's centroid and area do not change while the footprint grows: measured once
+    centroids = {j: _centroid(data, inst.masks[j]) for j in candidates}
+    areas = {j: int(inst.masks[j].sum()) for j in candidates}
     while piece_distance > 0:
         cx, cy = _centroid(data, foot)
-        radius = math.sqrt(foot.sum() / math.pi)
+        area = int(foot.sum())
+        radius = math.sqrt(area / math.pi)
         best = None
-        for j in range(len(inst)):
-            if j == central or j in pieces or inst.labels[j] not in (CENTRAL, GALAXY, STAR):
+        for j in candidates:
+            if j in pieces:
                 continue
-            mj = inst.masks[j]
-            x, y = _centroid(data, mj)
-            d = math.hypot(x - cx, y - cy)
-            overlap = (mj & foot).sum() / max(min(mj.sum(), foot.sum()), 1)
+            d = math.hypot(centroids[j][0] - cx, centroids[j][1] - cy)
+            overlap = (inst.masks[j] & foot).sum() / max(min(areas[j], area), 1)
             if (d <= 0.5 * fwhm or (d <= piece_distance * radius and overlap >= piece_overlap)) \
                     and (best is None or d < best[0]):
                 best = (d, j)
@@ -401,21 +404,19 @@ def central_footprint(inst: Instances, central: int, data: np.ndarray, fwhm: flo
         # pieces the network cut off the central's own light (a disc's two ends, the outer
         # half of a bulge): mirrored through the central's peak, their light is matched by
         # the galaxy's other side; a real neighbour's is not (it is an excess on one side)
-        smoothed = _smoothed(data)
         cm = inst.masks[central]
-        top = np.unravel_index(np.argmax(np.where(cm, smoothed, -np.inf)), cm.shape)
+        top = np.unravel_index(np.argmax(np.where(cm, _smoothed(data), -np.inf)), cm.shape)
+        mirrored = [j for j in candidates if j not in pieces and inst.labels[j] != STAR
+                    and symmetric_fraction(data, inst.masks[j], top) >= symmetric]
         changed = True
         while changed:
             changed = False
             touching = grow(foot, 1)
-            for j in range(len(inst)):
-                mj = inst.masks[j]
-                if j == central or j in pieces or inst.labels[j] not in (CENTRAL, GALAXY) \
-                        or not (mj & touching).any() or symmetric_fraction(data, mj, top) < symmetric:
-                    continue
-                pieces.add(j)
-                foot |= mj
-                changed = True
+            for j in mirrored:
+                if j not in pieces and (inst.masks[j] & touching).any():
+                    pieces.add(j)
+                    foot |= inst.masks[j]
+                    changed = True
     return foot, pieces
 
 

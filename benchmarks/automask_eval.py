@@ -72,11 +72,17 @@ def _init(cutouts):
     return {k: np.asarray(v, float) for k, v in cols.items()}
 
 
+def _catastrophic(dm, dr) -> np.ndarray:
+    """|dmag| > 0.5 or |dlog r_e| > 0.3 (or not finite), per galaxy."""
+    dm, dr = np.asarray(dm, float), np.asarray(dr, float)
+    return ~np.isfinite(dm) | ~np.isfinite(dr) | (np.abs(dm) > 0.5) | (np.abs(dr) > 0.3)
+
+
 def _deltas(cat, truth) -> dict:
     dm = np.asarray(cat["sersic_mag"], float) - np.asarray(truth["sersic_mag"], float)
     dr = np.log10(np.asarray(cat["sersic_r_e"], float) / np.asarray(truth["sersic_r_e"], float))
     dn = np.asarray(cat["sersic_n"], float) - np.asarray(truth["sersic_n"], float)
-    bad = ~np.isfinite(dm) | ~np.isfinite(dr) | (np.abs(dm) > 0.5) | (np.abs(dr) > 0.3)
+    bad = _catastrophic(dm, dr)
     return {"catastrophic": float(bad.mean()), "n_catastrophic": int(bad.sum()),
             "dmag_scatter": robust(dm), "dlogre_scatter": robust(dr), "dn_scatter": robust(dn),
             "dmag_median": float(np.nanmedian(dm)), "flags_nonzero_among_catastrophic":
@@ -201,8 +207,7 @@ def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: f
     clean_scatter = out["fit_alone"]["dmag_scatter"]
 
     def catastrophic(m):
-        dm, dr = np.asarray(out[f"fit_{m}"]["_dm"]), np.asarray(out[f"fit_{m}"]["_dr"])
-        return ~np.isfinite(dm) | (np.abs(dm) > 0.5) | (np.abs(dr) > 0.3)
+        return _catastrophic(out[f"fit_{m}"]["_dm"], out[f"fit_{m}"]["_dr"])
     for m in ("sep", "maskrcnn"):
         out[f"fit_{m}"]["dmag_scatter_over_alone"] = out[f"fit_{m}"]["dmag_scatter"] / clean_scatter
         # what the masker is answerable for: galaxies whose fit alone is fine
@@ -211,8 +216,8 @@ def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: f
     blended = np.array([any(str(r["kind"]) == "blend" for r in by_id[c.id]) for c in cut])
     out["n_with_blend"] = int(blended.sum())
     for m in fits:
-        dm, dr = np.asarray(out[f"fit_{m}"]["_dm"]), np.asarray(out[f"fit_{m}"]["_dr"])
-        bad = ~np.isfinite(dm) | (np.abs(dm) > 0.5) | (np.abs(dr) > 0.3)
+        dm = np.asarray(out[f"fit_{m}"]["_dm"])
+        bad = catastrophic(m)
         out[f"fit_{m}"]["catastrophic_with_blend"] = float(bad[blended].mean()) if blended.any() else float("nan")
         out[f"fit_{m}"]["dmag_scatter_with_blend"] = robust(dm[blended])
     return out
