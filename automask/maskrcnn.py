@@ -19,7 +19,7 @@ What differs from torchvision's natural-image defaults, and why:
   "other galaxy" and never "central".  With ``coordinates=S`` the transform appends two channels, (x - x_c) / S and
   (y - y_c) / S from the cutout's own centre (before any batch padding), so "central" means the
   same at every cutout size.  Off (None) by default in the builder; the training defaults and
-  the shipped (v2) checkpoints use it.
+  the shipped checkpoints (v2 and v3) use it.
 * **Anchors** from 4 px (a point source in good seeing) to 80 px (a large central galaxy),
   two sizes and three aspect ratios per FPN level, on levels of stride 4, 8, 16, 32
   (``anchor_sizes``: a network trained on 128-px cutouts also sees neighbours of 100+ px, and

@@ -234,7 +234,8 @@ def simulate(survey: str | Survey = "sdss", band: str = "r", n: int = 100, seed:
              shards: bool = True, progress: bool = True, artifacts: bool = False,
              shard_size: int = 128, psf_files=(), psf_pixel_scale: float | None = None,
              contaminant_config: ContaminantConfig | None = None, seg_threshold: float = 1.0,
-             centre_jitter: float = 1.5, mag_range: tuple[float, float] | None = None) -> Path:
+             centre_jitter: float = 1.5, mag_range: tuple[float, float] | None = None,
+             blend_prob: float | None = None) -> Path:
     """Simulate ``n`` cutouts into folder ``out``; returns the path of ``manifest.ecsv``.
 
     survey: preset name or TOML path (or a :class:`Survey`); band: one of its bands;
@@ -244,7 +245,9 @@ def simulate(survey: str | Survey = "sdss", band: str = "r", n: int = 100, seed:
     fits / shards: which products to write (at least one); shard_size: cutouts per shard;
     psf_files: FITS PSF images to use instead of the preset's model (pixel scale from the header
     PIXSCALE or ``psf_pixel_scale``); mag_range: (bright, faint) reference-band magnitudes of the
-    central galaxies, overriding the preset's ``[population] mag_range``.
+    central galaxies, overriding the preset's ``[population] mag_range``; blend_prob: the
+    probability (0-1) that a cutout gets a close blend (a galaxy on top of the central), overriding
+    ``contaminant_config``'s (default 0.3; recorded in run.json).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
@@ -266,6 +269,8 @@ def simulate(survey: str | Survey = "sdss", band: str = "r", n: int = 100, seed:
     cc = contaminant_config or ContaminantConfig(artifacts=artifacts)
     if artifacts and not cc.artifacts:
         cc = ContaminantConfig(**{**cc.__dict__, "artifacts": True})
+    if blend_prob is not None:
+        cc = ContaminantConfig(**{**cc.__dict__, "blend_prob": float(blend_prob)})
     config = SimConfig(survey=survey_obj, band=band, size=size, population=population,
                        contaminants=contaminants, substructure=substructure, contaminant_config=cc,
                        centre_jitter=centre_jitter, seg_threshold=seg_threshold, psf_images=psf_images)
@@ -294,6 +299,7 @@ def simulate(survey: str | Survey = "sdss", band: str = "r", n: int = 100, seed:
     b = survey_obj.band(band)
     meta = {"survey": survey_obj.name, "band": band, "seed": int(seed), "n": int(n), "size": int(size),
             "population": population, "contaminants": bool(contaminants), "artifacts": bool(cc.artifacts),
+            "blend_prob": float(cc.blend_prob) if contaminants else 0.0,
             "substructure": bool(substructure), "zeropoint": survey_obj.zeropoint,
             "pixel_scale": survey_obj.pixel_scale, "gain": b.gain, "image_unit": survey_obj.image_unit,
             "sky_sigma": config.sky_sigma, "seg_threshold_sky_sigma": seg_threshold,
@@ -333,6 +339,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="central galaxies' magnitude range (reference band; default: the preset's)")
     p.add_argument("--no-contaminants", dest="contaminants", action="store_false")
     p.add_argument("--artifacts", action="store_true", help="bright-star halos, bad columns, cosmic rays")
+    p.add_argument("--blend-prob", dest="blend_prob", type=float, default=None,
+                   help="probability (0-1) that a cutout has a close blend, a galaxy overlapping "
+                   "the central one (default 0.3)")
     p.add_argument("--substructure", action="store_true", help="clumps, arms, bars on disk-like centrals")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--no-fits", dest="fits", action="store_false", help="skip per-galaxy FITS files")
@@ -356,7 +365,7 @@ def run_from_args(args) -> int:
                             shards=args.shards, progress=not args.quiet, artifacts=args.artifacts,
                             shard_size=args.shard_size, psf_files=args.psf_file,
                             psf_pixel_scale=args.psf_pixel_scale, seg_threshold=args.seg_threshold,
-                            mag_range=args.mag_range)
+                            mag_range=args.mag_range, blend_prob=args.blend_prob)
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"galmoss-auto simulate: error: {exc}", file=sys.stderr)
         return 2

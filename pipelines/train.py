@@ -107,6 +107,7 @@ class TrainOptions:
     size: int | None = None
     population: str = "sersic"
     artifacts: bool = False
+    blend_prob: float | None = None
     data: str | None = None
     real: str | None = None
     labels: str | None = None
@@ -157,6 +158,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="central galaxies' profiles (default sersic)")
     d.add_argument("--artifacts", action="store_true",
                    help="also simulate bright-star halos, bad columns and cosmic rays")
+    d.add_argument("--blend-prob", dest="blend_prob", type=float, default=None, metavar="P",
+                   help="probability (0-1) that a simulated cutout has a close blend, a galaxy "
+                        "overlapping the target (default: the stage's, automask 0.6; else the "
+                        "simulator's 0.3)")
     d.add_argument("--data", default=None, metavar="SIMDIR",
                    help="train on this galmoss-auto simulate output instead of simulating")
     d.add_argument("--real", default=None, metavar="CUTOUTS",
@@ -266,6 +271,11 @@ def _check(opts: TrainOptions):
                          f"file), got {opts.version!r}")
     if opts.size is not None:
         _positive("--size", opts.size, 32)
+    if opts.blend_prob is not None and not 0.0 <= opts.blend_prob <= 1.0:
+        raise TrainError(f"--blend-prob must be in [0, 1], got {opts.blend_prob}")
+    if opts.blend_prob is not None and opts.data is not None:
+        raise TrainError("--blend-prob sets how training data is simulated; --data gives data "
+                         "already simulated (simulate it with galmoss-auto simulate --blend-prob)")
     if opts.lr is not None and not opts.lr > 0:
         raise TrainError(f"--lr must be > 0, got {opts.lr}")
     unknown = [s for s in opts.stages if s not in STAGES]
@@ -341,7 +351,18 @@ def _sim_spec(opts, survey, n: int, seed: int, size: int) -> dict:
     """What a cached simulation must match to be reused (the simulator's run.json keys)."""
     return {"survey": survey.name, "band": opts.band, "seed": int(seed), "n": int(n),
             "size": int(size), "population": opts.population,
-            "artifacts": bool(opts.artifacts)}
+            "artifacts": bool(opts.artifacts), "blend_prob": _blend_prob(opts)}
+
+
+def _with_blend(opts: TrainOptions, settings: dict) -> TrainOptions:
+    """``opts`` with the stage's blend probability (``--blend-prob``, else its DEFAULTS')."""
+    return dataclasses.replace(opts, blend_prob=settings.get("blend_prob"))
+
+
+def _blend_prob(opts) -> float:
+    """The simulated blend probability: ``--blend-prob``, else the simulator's default."""
+    from galmoss_auto.data_scripts.contaminants import ContaminantConfig
+    return float(opts.blend_prob if opts.blend_prob is not None else ContaminantConfig().blend_prob)
 
 
 def _cached(folder: Path, spec: dict, shard_size: int) -> bool:
@@ -367,7 +388,8 @@ def _simulate(opts, survey, n: int, seed: int, size: int, folder: Path, shard_si
           f"(seed {seed}) into {folder}", file=sys.stderr)
     try:
         simulate(survey, opts.band, n=n, seed=seed, out=tmp, size=size,
-                 population=opts.population, artifacts=opts.artifacts, fits=True, shards=True,
+                 population=opts.population, artifacts=opts.artifacts, blend_prob=_blend_prob(opts),
+                 fits=True, shards=True,
                  progress=opts.progress, shard_size=shard_size)
     except (ValueError, RuntimeError) as exc:
         raise TrainError(f"simulating {n} {survey.name}/{opts.band} cutouts: {exc}") from None
@@ -378,7 +400,8 @@ def _simulate(opts, survey, n: int, seed: int, size: int, folder: Path, shard_si
 def _prepare_data(opts, survey, n_train: int, n_val: int, size: int) -> tuple[Path, Path, dict]:
     """Training and validation folders (simulated or given) and their description."""
     label = f"{survey.name}-{opts.band}-{size}px-{opts.population}" \
-            + ("-artifacts" if opts.artifacts else "")
+            + ("-artifacts" if opts.artifacts else "") \
+            + (f"-blend{opts.blend_prob:g}" if opts.blend_prob is not None else "")
     root = Path(opts.out) / "data"
     world = opts.devices * opts.num_nodes
     val_seed = opts.seed + VAL_SEED_OFFSET
@@ -415,10 +438,11 @@ def _prepare_data(opts, survey, n_train: int, n_val: int, size: int) -> tuple[Pa
 # --------------------------------------------------------------------------- Lightning
 
 def _stage_settings(opts: TrainOptions, stage) -> dict:
-    """n_train, n_val, epochs, batch_size, lr, arch, size: the option, else the stage's."""
+    """n_train, n_val, epochs, batch_size, lr, arch, size, blend_prob: the option, else the
+    stage's (blend_prob None: the simulator's default)."""
     d = dict(stage.DEFAULTS)
     s = {k: getattr(opts, k) if getattr(opts, k) is not None else d.get(k)
-         for k in ("n_train", "n_val", "epochs", "batch_size", "lr", "arch", "size")}
+         for k in ("n_train", "n_val", "epochs", "batch_size", "lr", "arch", "size", "blend_prob")}
     if s["n_train"] is None or s["epochs"] is None or s["batch_size"] is None:
         raise TrainError(f"stage DEFAULTS lack n_train/epochs/batch_size: {d}")
     if s["n_val"] is None:
@@ -428,7 +452,7 @@ def _stage_settings(opts: TrainOptions, stage) -> dict:
 
 
 #: DEFAULTS keys that size the data or the loop, not the network (not passed to build_module)
-_DATA_KEYS = ("n_train", "n_val", "epochs", "batch_size")
+_DATA_KEYS = ("n_train", "n_val", "epochs", "batch_size", "blend_prob")
 
 
 def _hparams(stage, settings: dict) -> dict:
@@ -540,9 +564,10 @@ def _plan(opts, survey) -> dict:
         if opts.resume and ckpt is None:
             print(f"galmoss-auto train: {name}: --resume but no {last}; training from scratch",
                   file=sys.stderr)
-        key = (s["n_train"], s["n_val"], s["size"])
+        key = (s["n_train"], s["n_val"], s["size"], s["blend_prob"])
         if key not in data_cache:
-            data_cache[key] = _prepare_data(opts, survey, s["n_train"], s["n_val"], s["size"])
+            data_cache[key] = _prepare_data(_with_blend(opts, s), survey, s["n_train"], s["n_val"],
+                                            s["size"])
         train_dir, val_dir, data_info = data_cache[key]
         plan["stages"][name] = {"settings": s, "train_dir": str(train_dir),
                                 "val_dir": str(val_dir), "data": data_info, "ckpt": ckpt}
@@ -613,6 +638,8 @@ def _canonical_command(opts: TrainOptions, name: str, s: dict) -> str:
             args += ["--" + key, str(getattr(opts, key))]
     if opts.artifacts:
         args.append("--artifacts")
+    if opts.blend_prob is not None:
+        args += ["--blend-prob", f"{opts.blend_prob:g}"]
     if opts.version != "1":
         args += ["--version", opts.version]
     return shlex.join(args)
@@ -624,6 +651,8 @@ def _preset_record(opts, survey, size: int) -> dict:
            "psf_fwhm_arcsec": survey.band(opts.band).psf_fwhm,
            "psf_fwhm_scatter": survey.psf_fwhm_scatter, "size": size,
            "population": opts.population, "artifacts": opts.artifacts}
+    if opts.data is None:       # --data keeps its own in its run.json
+        rec["blend_prob"] = _blend_prob(opts)
     path = Path(opts.survey)
     if path.suffix == ".toml" or path.is_file():
         rec["file"] = str(path.resolve())
@@ -705,7 +734,7 @@ def _finish(opts, survey, accelerator, name, stage, p, module, trainer, meter) -
                 "batch_size": s["batch_size"], "lr": s.get("lr"), "arch": s.get("arch"),
                 "devices": opts.devices, "num_nodes": opts.num_nodes,
                 "accelerator": accelerator, "precision": opts.precision,
-                "simulator": _preset_record(opts, survey, p["data"]["size"]),
+                "simulator": _preset_record(_with_blend(opts, s), survey, p["data"]["size"]),
                 **({"data": p["data"]["data"]} if "data" in p["data"] else {}),
                 **({"real": opts.real, "labels": opts.labels} if opts.real else {}),
                 "train_seconds": round(meter.wall, 1),

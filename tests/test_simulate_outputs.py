@@ -3,6 +3,7 @@ tables, per-galaxy FITS readable by the fitter's reader, shards and their datase
 presets and count specs."""
 
 import argparse
+import json
 import math
 
 import numpy as np
@@ -85,6 +86,23 @@ def test_add_parser_registers_simulate(tmp_path):
     assert np.all((truth["total_mag"] >= 15 + colour) & (truth["total_mag"] <= 16 + colour))
     bad = parser.parse_args(["simulate", "--n", "2", "--out", str(tmp_path), "--band", "q", "--quiet"])
     assert bad.func(bad) == 2  # unknown band: clear error, no traceback
+
+
+def test_blend_prob_option_reaches_the_scene_and_run_json(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="galmoss-auto")
+    sim.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["simulate", "--n", "4", "--out", str(tmp_path / "all"), "--size", "40",
+                              "--workers", "1", "--quiet", "--no-fits", "--blend-prob", "1"])
+    assert args.func(args) == 0
+    assert json.loads((tmp_path / "all" / "run.json").read_text())["blend_prob"] == 1.0
+    objects = Table.read(tmp_path / "all" / "objects.ecsv")
+    assert sum(str(k) == "blend" for k in objects["kind"]) == 4       # one close blend per cutout
+    sim.simulate(n=4, out=tmp_path / "none", size=40, workers=1, fits=False, progress=False, blend_prob=0.0)
+    objects = Table.read(tmp_path / "none" / "objects.ecsv")
+    assert not any(str(k) == "blend" for k in objects["kind"])
+    bad = parser.parse_args(["simulate", "--n", "2", "--out", str(tmp_path / "bad"), "--quiet",
+                             "--blend-prob", "1.5"])
+    assert bad.func(bad) == 2 and "blend_prob must be in [0, 1], got 1.5" in capsys.readouterr().err
 
 
 def test_shard_dataset_streams_every_cutout(tmp_path):

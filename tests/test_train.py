@@ -57,6 +57,8 @@ def _steps(zoo: Path) -> list[int]:
     ({"--serve-bands": "g"}, "must include the trained band"),
     ({"--serve-bands": "r,q"}, "'q'"),
     ({"--version": "2/../x"}, "--version must be"),
+    ({"--blend-prob": "1.5"}, "--blend-prob must be in [0, 1], got 1.5"),
+    ({"--blend-prob": "0.5", "--data": "/nonexistent/sim"}, "--blend-prob sets how training data"),
 ])
 def test_bad_options_exit_2(tmp_path, capsys, extra, message):
     opts = {"--survey": "sdss", "--band": "r", "--out": str(tmp_path / "zoo"), **extra}
@@ -112,6 +114,42 @@ def test_tiny_stage_zoo_report_resume(tiny, sim, tmp_path, capsys, monkeypatch):
     assert max(_steps(zoo)) == 7
     assert len(list((zoo / "lightning" / "initnet" / "logs").glob("version_*"))) == 2
     assert json.loads((zoo / "registry.json").read_text())["entries"][0]["training"]["epochs"] == 2
+
+
+def test_blend_prob_sets_the_simulated_training_data(tiny, tmp_path):
+    """--blend-prob reaches the simulator (run.json, the blends drawn), names the cached data
+    folder (so a different value is simulated anew) and is in the reproduce command."""
+    from astropy.table import Table
+    zoo = tmp_path / "zoo"
+    assert train.main(["--survey", "sdss", "--band", "r", "--out", str(zoo), "--no-progress",
+                       "--epochs", "1", "--n-train", "12", "--n-val", "4", "--size", "32",
+                       "--blend-prob", "1"]) == 0
+    folders = sorted((zoo / "data").iterdir())
+    assert [f.name for f in folders] == ["sdss-r-32px-sersic-blend1-s1-n12",
+                                         f"sdss-r-32px-sersic-blend1-s{1 + train.VAL_SEED_OFFSET}-n4"]
+    for f in folders:
+        assert json.loads((f / "run.json").read_text())["blend_prob"] == 1.0
+    objects = Table.read(folders[0] / "objects.ecsv")
+    assert sum(str(k) == "blend" for k in objects["kind"]) == 12      # one per cutout at 1.0
+    entry = json.loads((zoo / "registry.json").read_text())["entries"][0]
+    assert "--blend-prob 1" in entry["training"]["reproduce"]
+    assert entry["training"]["simulator"]["blend_prob"] == 1.0
+
+
+def test_stage_default_blend_prob_is_used_without_the_option(tiny, tmp_path, monkeypatch):
+    """A stage whose DEFAULTS name a blend_prob (automask's) simulates with it; the option wins."""
+    import train_tiny_stage
+    monkeypatch.setitem(train_tiny_stage.DEFAULTS, "blend_prob", 1.0)
+    common = ["--survey", "sdss", "--band", "r", "--no-progress", "--epochs", "1", "--n-train", "8",
+              "--n-val", "4", "--size", "32"]
+    assert train.main(common + ["--out", str(tmp_path / "a")]) == 0
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "a" / "data").glob("*/run.json"))]
+    assert [r["blend_prob"] for r in runs] == [1.0, 1.0]
+    entry = json.loads((tmp_path / "a" / "registry.json").read_text())["entries"][0]
+    assert entry["training"]["simulator"]["blend_prob"] == 1.0
+    assert train.main(common + ["--out", str(tmp_path / "b"), "--blend-prob", "0"]) == 0
+    runs = [json.loads(p.read_text()) for p in sorted((tmp_path / "b" / "data").glob("*/run.json"))]
+    assert [r["blend_prob"] for r in runs] == [0.0, 0.0]
 
 
 def test_serve_bands_all_registers_every_preset_band(tiny, sim, tmp_path):
