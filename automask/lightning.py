@@ -18,10 +18,10 @@
 
 Cost (measured on the shared 2-core VM, one torch thread): the defaults (6,000 simulated
 128-px cutouts, 60 % with a close blend, crops of 64-128 px, x 2 epochs) trained at 14.4
-samples/s alone (898 s) and at 5-11 samples/s with other trainings sharing the cores, plus ~5 min of simulation and ~3 min of
-evaluation; ``n_train=600, epochs=1`` is a few-minute smoke run.  Resuming restores the
-weights, optimiser, schedule and epoch; an epoch cut short restarts from its first shard (the
-streamed dataset does not save its position).
+samples/s alone (898 s) and at 5-11 samples/s with other trainings sharing the cores, plus
+~5 min of simulation and ~3 min of evaluation; ``n_train=600, epochs=1`` is a few-minute smoke
+run.  Resuming restores the weights, optimiser, schedule and epoch; an epoch cut short restarts
+from its first shard (the streamed dataset does not save its position).
 """
 
 from __future__ import annotations
