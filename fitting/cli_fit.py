@@ -106,6 +106,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="neighbours to fit with each target: ECSV/CSV/FITS with id, kind (galaxy|star), "
                         "x, y, mag [, r_e, n, q, pa]; their fits go to neighbours.fits/.ecsv "
                         "(see galmoss_auto.fitting.neighbours)")
+    p.add_argument("--residual-search", dest="residual_search", action="store_true",
+                   help="after the fit, look in each residual for one source the model missed "
+                        "(lopsided, >= 4 sigma after PSF filtering and above the galaxy's own "
+                        "structure), fit it as an extra Sersic "
+                        "neighbour and keep it where chi2 drops by > 25; found sources go to "
+                        "neighbours.fits/.ecsv with origin 'residual'")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -303,9 +309,10 @@ def run(args, stream=None) -> int:
     tables = []
     fitted = None
     if good:
-        if getattr(args, "neighbours", None):
-            fitted, nb_table = _fit_neighbours(args.neighbours, good, {k: v[rows] for k, v in init.items()},
-                                               model, region, kwargs)
+        if getattr(args, "neighbours", None) or getattr(args, "residual_search", False):
+            fitted, nb_table = _fit_neighbours(getattr(args, "neighbours", None), good,
+                                               {k: v[rows] for k, v in init.items()}, model, region, kwargs,
+                                               search=getattr(args, "residual_search", False))
         else:
             fitted = fit(good, {k: v[rows] for k, v in init.items()}, model, **kwargs)
         tables.append(fitted)
@@ -332,7 +339,7 @@ def run(args, stream=None) -> int:
     if region is not None:
         _shift_positions(catalog, model, region[0] - 1, region[2] - 1)
     fits_path, ecsv_path = write_catalog(catalog, out / "catalog")
-    if getattr(args, "neighbours", None) and fitted is not None:
+    if (getattr(args, "neighbours", None) or getattr(args, "residual_search", False)) and fitted is not None:
         nb_fits, _ = write_catalog(nb_table, out / "neighbours")
         print(f"galmoss-auto fit: {len(nb_table)} neighbours fitted; table: {nb_fits}", file=err)
     by_id = {str(r["id"]): r for r in catalog}
@@ -352,23 +359,27 @@ def run(args, stream=None) -> int:
     return 0 if good else 1
 
 
-def _fit_neighbours(path, good, init, model, region, kwargs):
-    """``--neighbours TABLE``: fit each cutout's listed neighbours with its target
+def _fit_neighbours(path, good, init, model, region, kwargs, search: bool = False):
+    """``--neighbours TABLE`` and/or ``--residual-search``: fit each cutout's listed neighbours
+    (none without a table) with its target, searching the residuals with ``search``
     (:func:`galmoss_auto.fitting.neighbours.fit_with_neighbours`); positions in a feedme region
     are in the full image's pixels, as the init table's."""
     from .neighbours import fit_with_neighbours, neighbours_from_table
 
-    table = _read_table(path, "neighbour table")
-    try:
-        lists = neighbours_from_table(table, [c.id for c in good])
-    except ValueError as exc:
-        raise FitCommandError(f"{path}: {exc}") from None
+    if path is None:
+        lists = [[] for _ in good]
+    else:
+        table = _read_table(path, "neighbour table")
+        try:
+            lists = neighbours_from_table(table, [c.id for c in good])
+        except ValueError as exc:
+            raise FitCommandError(f"{path}: {exc}") from None
     if region is not None:
         for lst in lists:
             for nb in lst:
                 nb["x"] += 1 - region[0]
                 nb["y"] += 1 - region[2]
-    fitted, nb_table = fit_with_neighbours(good, init, lists, model, **kwargs)
+    fitted, nb_table = fit_with_neighbours(good, init, lists, model, search=search, **kwargs)
     if region is not None and len(nb_table):
         nb_table["x"] += (region[0] - 1) * nb_table["x"].unit
         nb_table["y"] += (region[2] - 1) * nb_table["y"].unit

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Cutout", "CutoutError", "read_cutout", "read_record", "read_fits_array",
+__all__ = ["Cutout", "CutoutError", "read_cutout", "read_record", "read_fits_array", "psf_fwhm_px",
            "normalise_psf", "MIN_SIDE", "MIN_GOOD_PIXELS", "ZP_KEYS", "SCALE_KEYS", "EXTENSIONS"]
 
 
@@ -147,6 +147,21 @@ class Cutout:
         if self.pixel_scale is not None and not (np.isfinite(self.pixel_scale) and self.pixel_scale > 0):
             raise CutoutError(f"{where}: pixel_scale must be finite and > 0 arcsec/px, "
                               f"got {self.pixel_scale}")
+
+
+def psf_fwhm_px(psf: np.ndarray | None, oversampling: int = 1) -> float | None:
+    """FWHM (image pixels) of a PSF image: the diameter of the circle whose area equals that of
+    the pixels above half the peak, ``2 sqrt(N / pi)``, divided by ``oversampling`` (PSF pixels
+    per image pixel).  Unlike a second-moment width it ignores the wings (a Moffat's inflate
+    its second moment).  None without a PSF or with a PSF that has no positive peak."""
+    if psf is None:
+        return None
+    p = np.asarray(psf, float)
+    peak = float(p.max())
+    if not peak > 0:
+        return None
+    n = int(np.count_nonzero(p >= 0.5 * peak))
+    return float(2.0 * np.sqrt(n / np.pi)) / max(int(oversampling), 1)
 
 
 def normalise_psf(psf, where: str = "psf") -> np.ndarray:

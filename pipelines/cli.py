@@ -40,6 +40,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--method", default="lm", choices=["lm", "adam"], help="fitting method (default lm)")
     g.add_argument("--errors", default="covariance", choices=["covariance", "bootstrap", "none"],
                    help="parameter errors (default covariance)")
+    g.add_argument("--no-residual-search", dest="residual_search", action="store_false",
+                   help="do not look for missed sources in the residuals (default: each fit's "
+                        "residual is searched for one lopsided source, which is fitted as an extra "
+                        "Sersic neighbour where it lowers chi2 by > 25 and stands out from the "
+                        "galaxy's own structure; it costs 1.5-1.6x the fitting time on crowded "
+                        "cutouts)")
     g.add_argument("--detect-thresh", dest="detect_thresh", type=float, default=1.5,
                    help="sep detection threshold in sigma (default 1.5)")
     g.add_argument("--dilate", type=int, default=2,

@@ -12,14 +12,17 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-__all__ = ["RunConfig", "RESULT_KEYS", "SKY_MODES", "survey_defaults", "parse_weights"]
+__all__ = ["RunConfig", "RESULT_KEYS", "RESULT_KEY_ABSENT", "SKY_MODES", "survey_defaults", "parse_weights"]
 
 #: Settings whose change would make a resumed run's shards disagree with each other.
 #: (The input itself is checked by the hash of its records, not by its path: the same manifest
 #: given by another path resumes, an edited one is refused.)
 RESULT_KEYS = ("mask", "init", "sky", "survey", "band", "psf", "zeropoint", "pixel_scale",
                "gain", "saturation", "method", "errors", "detect_thresh", "dilate", "zoo",
-               "weights", "strict", "world_size")
+               "weights", "strict", "world_size", "residual_search")
+#: What a result setting added after a run was written meant there: such a run resumes when
+#: the setting is given the old behaviour (a run from before the residual search had none).
+RESULT_KEY_ABSENT = {"residual_search": False}
 SKY_MODES = ("flat", "tilted", "subtract", "none")
 
 
@@ -65,6 +68,10 @@ class RunConfig:
     blocks : write a FITS image block (data, model, residual, mask) per galaxy.
     save_masks : write the masks as FITS.  progress : show the progress bar.
     detect_thresh : sep detection threshold in sigma (> 0).  dilate : contaminant growth (px).
+    residual_search : after the fit, look in each galaxy's residual for one source the masks
+        and the fitted neighbours missed, fit it as an extra Sérsic, and keep it where chi²
+        drops by more than 25 (:func:`galmoss_auto.fitting.neighbours.fit_with_neighbours`,
+        ``search``); such neighbours have ``origin`` "residual" in neighbours.fits.
     """
 
     input: str
@@ -98,6 +105,7 @@ class RunConfig:
     strict: bool = False
     rank: int = 0
     world_size: int = 1
+    residual_search: bool = True
 
     def __post_init__(self):
         if self.workers < 0:

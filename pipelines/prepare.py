@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from galmoss_auto.automask.base import MaskResult, initializer_view, is_batched
-from galmoss_auto.fitting.cutout import Cutout, CutoutError
+from galmoss_auto.fitting.cutout import Cutout, CutoutError, psf_fwhm_px
 from galmoss_auto.fitting.dataset import CutoutFailure
 from galmoss_auto.fitting.flags import Flag
 from galmoss_auto.fitting.noise import complete_noise, estimate_sigma
@@ -170,20 +170,6 @@ class Preparer:
         timings["init"] = time.perf_counter() - t0
         # The detection holds full-size arrays; dropping it keeps worker->main transfers small.
         return g.finish()
-
-
-def psf_fwhm_px(psf: np.ndarray | None) -> float | None:
-    """FWHM (px) of a PSF image: the diameter of the circle whose area equals that of the
-    pixels above half the peak, ``2 sqrt(N / pi)``.  Unlike a second-moment width it ignores
-    the wings (a Moffat's inflate its second moment).  None without a PSF."""
-    if psf is None:
-        return None
-    p = np.asarray(psf, float)
-    peak = float(p.max())
-    if not peak > 0:
-        return None
-    n = int(np.count_nonzero(p >= 0.5 * peak))
-    return float(2.0 * np.sqrt(n / np.pi))
 
 
 def _run_batched(items: list, batch_call, apply, fallback, flag: Flag, what: str, view=None) -> None:

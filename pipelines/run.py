@@ -57,7 +57,7 @@ from galmoss_auto.fitting.api import default_batch_size
 from galmoss_auto.fitting.dataset import CutoutFailure, cutout_loader
 from galmoss_auto.fitting.flags import Flag
 from galmoss_auto.initnet.base import PARAMS, get_initializer
-from galmoss_auto.pipelines.config import RunConfig, parse_weights, survey_defaults
+from galmoss_auto.pipelines.config import RESULT_KEY_ABSENT, RunConfig, parse_weights, survey_defaults
 from galmoss_auto.pipelines.inputs import InputError, apply_defaults, inputs_hash, read_inputs
 from galmoss_auto.pipelines.prepare import BatchStages, Prepared, Preparer, psf_fwhm_px
 from galmoss_auto.pipelines.products import render_products
@@ -117,6 +117,7 @@ def _prepare_out_dir(cfg: RunConfig, store: ShardStore, digest: str) -> None:
             raise RunError(f"cannot resume {out}: the input ({cfg.input}) differs from the earlier "
                            "run's (ids, files or per-row values changed); use --overwrite to "
                            "start over or another --out")
+        before = {**RESULT_KEY_ABSENT, **before}
         diff = sorted(k for k in settings if k != "inputs_hash" and before.get(k) != settings[k])
         if diff:
             raise RunError(f"cannot resume {out}: settings differ from the earlier run: "
@@ -202,10 +203,10 @@ def _fit_chunk(prepared: list[Prepared], cfg: RunConfig, device, model):
         kwargs["batch_size"] = cfg.batch_size
     cutouts = [g.cutout for g in prepared]
     neighbours_table = None
-    if any(g.neighbours for g in prepared):
+    if cfg.residual_search or any(g.neighbours for g in prepared):
         from galmoss_auto.fitting.neighbours import fit_with_neighbours
         table, neighbours_table = fit_with_neighbours(cutouts, init, [g.neighbours for g in prepared],
-                                                      model, **kwargs)
+                                                      model, search=cfg.residual_search, **kwargs)
     else:
         table = fit(cutouts, init, model, **kwargs)
     if [str(i) for i in table["id"]] != [g.id for g in prepared]:
