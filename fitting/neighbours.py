@@ -38,6 +38,7 @@ candidate (whose matched-filter S/N² reaches ``search_min_dchi2``), nothing for
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from astropy import units as u
@@ -201,11 +202,20 @@ def _centre_component(model: Model):
     return None
 
 
+class _MissedSource(NamedTuple):
+    """A cutout's missed source and what its refit starts from and is judged against."""
+
+    params: dict        # the new neighbour's starting parameters (catalog conventions)
+    chi2: float         # chi² of the first fit
+    n_good: float       # good pixels (the refit's chi² is its chi2_nu times n_good - free params)
+    target: dict        # the target's fitted columns (the refit's warm start)
+    neighbours: list    # the known neighbours' fitted params, in order
+
+
 def _missed_sources(model, cutouts, joints, fit_kwargs, threshold, min_dchi2) -> dict:
     """Render each group's joint fit and look for a missed source in its residual
     (:func:`~galmoss_auto.fitting.residual_sources.find_residual_sources`).  Returns
-    {cutout index: (new neighbour's params, chi² of the fit, good pixels, free parameters,
-    the target's fitted columns, the known neighbours' fitted params)}."""
+    {cutout index: :class:`_MissedSource`}."""
     import torch
 
     from .api import default_batch_size
@@ -254,7 +264,7 @@ def _missed_sources(model, cutouts, joints, fit_kwargs, threshold, min_dchi2) ->
                 warm_nbs = [{spec.name: values[f"{comp.name}_{spec.name}"][j] for spec in comp.param_specs
                              if f"{comp.name}_{spec.name}" in values}
                             for comp in joint.components if comp.name.startswith(_PREFIX)]
-                out[idx[j]] = (params, float(chi2[k]), float(n_good[k]), joint.n_free, warm_target, warm_nbs)
+                out[idx[j]] = _MissedSource(params, float(chi2[k]), float(n_good[k]), warm_target, warm_nbs)
     return out
 
 
@@ -283,24 +293,23 @@ def _search_and_refit(model, cutouts, cols, parsed, origins, window, fit_kwargs,
     idx = sorted(missed)
     # warm start: the target and the known neighbours from the first fit, the new source from
     # its residual (a cold start costs ~20 % more LM iterations for the same result)
-    sub_parsed = [[(kind, {**p, **missed[i][5][k]}) for k, (kind, p) in enumerate(parsed[i])]
-                  + [("galaxy", missed[i][0])] for i in idx]
+    sub_parsed = [[(kind, {**p, **missed[i].neighbours[k]}) for k, (kind, p) in enumerate(parsed[i])]
+                  + [("galaxy", missed[i].params)] for i in idx]
     cols = {k: np.array(v, float, copy=True) for k, v in cols.items()}
     for i in idx:
-        for k, v in missed[i][4].items():
+        for k, v in missed[i].target.items():
             if np.isfinite(v):
                 cols.setdefault(k, np.full(len(cutouts), np.nan))[i] = v
     sub_origins = [origins[i] + ["residual"] for i in idx]
-    mains, new_rows, _ = _fit_groups(model, [cutouts[i] for i in idx], {k: v[idx] for k, v in cols.items()},
-                                     sub_parsed, sub_origins, window, fit_kwargs, reference)
+    mains, new_rows, refits = _fit_groups(model, [cutouts[i] for i in idx], {k: v[idx] for k, v in cols.items()},
+                                          sub_parsed, sub_origins, window, fit_kwargs, reference)
     refit = merge_in_order(mains, [cutouts[i].id for i in idx])[reference]
     found = {j: r for j, r in new_rows if r["origin"] == "residual"}
+    n_free = {j: joint.n_free for joint, group, _ in refits for j in group}
     accepted = set()
     for j, i in enumerate(idx):
-        _, chi2_old, n_good, n_free = missed[i][:4]
-        chi2_nu_new = float(refit["chi2_nu"][j])
-        chi2_new = chi2_nu_new * (n_good - n_free - _SERSIC_FREE)
-        if (np.isfinite(chi2_new) and chi2_old - chi2_new > min_dchi2
+        chi2_new = float(refit["chi2_nu"][j]) * (missed[i].n_good - n_free[j])
+        if (np.isfinite(chi2_new) and missed[i].chi2 - chi2_new > min_dchi2
                 and j in found and _plausible_source(found[j], cutouts[i].shape)):
             accepted.add(i)
             catalog[i] = refit[j]
@@ -310,8 +319,6 @@ def _search_and_refit(model, cutouts, cols, parsed, origins, window, fit_kwargs,
     return catalog, rows
 
 
-#: Free parameters a residual source adds (a Sérsic: x, y, mag, r_e, n, q, pa).
-_SERSIC_FREE = len(Sersic("nb").param_specs)
 #: Default chi² drop for which a residual source is kept (about 5 sigma with 7 parameters).
 SEARCH_MIN_DCHI2 = 25.0
 

@@ -38,7 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cutout import psf_fwhm_px
 
 __all__ = ["ResidualSources", "find_residual_sources", "DEFAULT_THRESHOLD", "DEFAULT_MIN_DISTANCE"]
 

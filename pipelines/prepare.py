@@ -21,13 +21,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from galmoss_auto.automask.base import MaskResult, initializer_view, is_batched
-from galmoss_auto.fitting.cutout import Cutout, CutoutError, psf_fwhm_px
+from galmoss_auto.fitting.cutout import Cutout, CutoutError
 from galmoss_auto.fitting.dataset import CutoutFailure
 from galmoss_auto.fitting.flags import Flag
 from galmoss_auto.fitting.noise import complete_noise, estimate_sigma
 from galmoss_auto.initnet.base import InitResult, fallback_guess
 
-__all__ = ["Prepared", "Preparer", "BatchStages", "estimate_sigma", "psf_fwhm_px"]
+__all__ = ["Prepared", "Preparer", "BatchStages", "estimate_sigma"]
 
 
 @dataclass

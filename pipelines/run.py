@@ -54,12 +54,13 @@ from astropy.table import Table, vstack
 from galmoss_auto.automask.base import get_masker
 from galmoss_auto.automask.detect import DetectConfig
 from galmoss_auto.fitting.api import default_batch_size
+from galmoss_auto.fitting.cutout import psf_fwhm_px
 from galmoss_auto.fitting.dataset import CutoutFailure, cutout_loader
 from galmoss_auto.fitting.flags import Flag
 from galmoss_auto.initnet.base import PARAMS, get_initializer
 from galmoss_auto.pipelines.config import RESULT_KEY_ABSENT, RunConfig, parse_weights, survey_defaults
 from galmoss_auto.pipelines.inputs import InputError, apply_defaults, inputs_hash, read_inputs
-from galmoss_auto.pipelines.prepare import BatchStages, Prepared, Preparer, psf_fwhm_px
+from galmoss_auto.pipelines.prepare import BatchStages, Prepared, Preparer
 from galmoss_auto.pipelines.products import render_products
 from galmoss_auto.pipelines.progress import Progress
 from galmoss_auto.pipelines.record import catalog_counts, write_record
