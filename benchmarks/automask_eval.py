@@ -16,7 +16,9 @@ probability ``--blend-prob``; seeds never used in training) and the *same* galax
 * fits (one Sérsic plus, as ``run`` fits it, a flat sky (``--sky``), LM, sep starting values
   on each masked cutout, the modelled neighbours hidden from the initializer as in ``run``,
   and, as ``run`` does unless ``--no-residual-search``, one missed source per cutout looked
-  for in the residual and fitted where it lowers chi² by > 25):
+  for in the residual and fitted where it lowers chi² by > 25; and, as ``run``, the centre
+  check: a target fitted off the cutout centre swaps with a neighbour fitted there or is
+  flagged):
   the same galaxies alone,
   with sep masks, with the learned masks and neighbours fitted simultaneously
   (:func:`galmoss_auto.fitting.neighbours.fit_with_neighbours`): catastrophic fraction
@@ -39,6 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from astropy.table import Table
+
+from galmoss_auto.fitting.flags import Flag
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MAG_BINS = (-np.inf, 18, 20, 22, 24, np.inf)
@@ -85,10 +89,15 @@ def _deltas(cat, truth) -> dict:
     dr = np.log10(np.asarray(cat["sersic_r_e"], float) / np.asarray(truth["sersic_r_e"], float))
     dn = np.asarray(cat["sersic_n"], float) - np.asarray(truth["sersic_n"], float)
     bad = _catastrophic(dm, dr)
+    flags = np.asarray(cat["flags"], np.int64)
+    swapped, offset = (flags & int(Flag.CENTRE_SWAPPED)) != 0, (flags & int(Flag.CENTRE_OFFSET)) != 0
     return {"catastrophic": float(bad.mean()), "n_catastrophic": int(bad.sum()),
             "dmag_scatter": robust(dm), "dlogre_scatter": robust(dr), "dn_scatter": robust(dn),
             "dmag_median": float(np.nanmedian(dm)), "flags_nonzero_among_catastrophic":
-            int(np.sum(bad & (np.asarray(cat["flags"]) != 0))), "_dm": dm.tolist(), "_dr": dr.tolist()}
+            int(np.sum(bad & (flags != 0))), "catastrophic_flags0": float(np.mean(bad & (flags == 0))),
+            "n_centre_swapped": int(swapped.sum()), "n_centre_swapped_catastrophic": int(np.sum(swapped & bad)),
+            "n_centre_offset": int(offset.sum()), "n_centre_offset_catastrophic": int(np.sum(offset & bad)),
+            "_dm": dm.tolist(), "_dr": dr.tolist()}
 
 
 def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: float, sky: str = "flat",
@@ -198,15 +207,16 @@ def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: f
 
     # every path as run fits it: with the residual search (fit_with_neighbours' search) unless off
     none = [[] for _ in cut]
-    fits["alone"], _ = fit_with_neighbours(alone, start(alone), none, model, device="cpu", errors="none", search=search)
+    fits["alone"], _ = fit_with_neighbours(alone, start(alone), none, model, device="cpu", errors="none", search=search,
+                                           centred=True)
     fits["sep"], _ = fit_with_neighbours(masked_sep, start(masked_sep), none, model, device="cpu", errors="none",
-                                         search=search)
+                                         search=search, centred=True)
     # the starts of the learned path are measured as run measures them: with the modelled
     # neighbours' pixels hidden from the initializer (automask.base.initializer_view)
     from galmoss_auto.automask.base import initializer_view
     views = [initializer_view(c, r.neighbour_pixels) for c, r in zip(masked_ml, results)]
     fits["maskrcnn"], nb_table = fit_with_neighbours(masked_ml, start(views), [r.neighbours for r in results],
-                                                     model, device="cpu", errors="none", search=search)
+                                                     model, device="cpu", errors="none", search=search, centred=True)
     out["n_residual_sources"] = int(np.sum(np.asarray(nb_table["origin"]) == "residual"))
     out["fit_s"] = round(time.perf_counter() - t, 1)
     for m, cat in fits.items():
@@ -270,6 +280,19 @@ def _markdown(record: dict) -> str:
                      f"{f['sep']['catastrophic_with_blend']:.3f} / {f['maskrcnn']['catastrophic_with_blend']:.3f}; "
                      f"dmag scatter {f['alone']['dmag_scatter_with_blend']:.4f} / {f['sep']['dmag_scatter_with_blend']:.4f} / "
                      f"{f['maskrcnn']['dmag_scatter_with_blend']:.4f}")
+    lines += ["", "Centre check (as run: cutouts centred on their targets; a target fitted > max(5 px, 1 FWHM) off "
+              "the centre swaps with a fitted neighbour there, CENTRE_SWAPPED, or is flagged CENTRE_OFFSET): "
+              "swapped (catastrophic after) / offset-flagged (catastrophic) / catastrophic with flags 0, "
+              "alone; sep; ML:", ""]
+    for r in record["surveys"]:
+        parts = []
+        for m in ("alone", "sep", "maskrcnn"):
+            f = r[f"fit_{m}"]
+            if "n_centre_swapped" in f:
+                parts.append(f"{f['n_centre_swapped']} ({f['n_centre_swapped_catastrophic']}) / {f['n_centre_offset']} "
+                             f"({f['n_centre_offset_catastrophic']}) / {f['catastrophic_flags0']:.3f}")
+        if parts:
+            lines.append(f"- {r['survey']}: " + "; ".join(parts))
     if record.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in record["notes"]]
     return "\n".join(lines) + "\n"

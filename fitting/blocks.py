@@ -190,10 +190,17 @@ def elliptical_radius(shape, x: float, y: float, q: float, pa_deg: float) -> np.
     """Major-axis radius (pixels) of every pixel on ellipses centred on 1-based (x, y), axis
     ratio q in (0, 1], pa in degrees CCW from +y (GALFIT)."""
     rows, cols = np.indices(shape, dtype=np.float64)
-    dx, dy = cols + 1.0 - x, rows + 1.0 - y
-    t = math.radians(pa_deg)
-    along = -dx * math.sin(t) + dy * math.cos(t)      # major axis points at pa from +y
-    across = dx * math.cos(t) + dy * math.sin(t)
+    return point_elliptical_radius(cols + 1.0, rows + 1.0, x, y, q, pa_deg)
+
+
+def point_elliptical_radius(px, py, x: float, y: float, q: float, pa_deg: float):
+    """Major-axis radius (pixels) of the points (``px``, ``py``) on the ellipses centred on
+    (``x``, ``y``) (all 1-based), axis ratio ``q`` in (0, 1], ``pa`` in degrees CCW from +y;
+    scalars or arrays that broadcast."""
+    dx, dy = np.asarray(px, np.float64) - x, np.asarray(py, np.float64) - y
+    t = np.radians(pa_deg)
+    along = -dx * np.sin(t) + dy * np.cos(t)      # major axis points at pa from +y
+    across = dx * np.cos(t) + dy * np.sin(t)
     return np.hypot(along, across / q)
 
 

@@ -112,6 +112,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "structure), fit it as an extra Sersic "
                         "neighbour and keep it where chi2 drops by > 25; found sources go to "
                         "neighbours.fits/.ecsv with origin 'residual'")
+    p.add_argument("--centred", action="store_true",
+                   help="the cutouts are centred on their targets (survey stamps), as run assumes: a "
+                        "target fitted > max(5 px, 1 PSF FWHM) off the centre, with the centre outside its "
+                        "half-light ellipse, trades places with a Sersic neighbour fitted at the centre "
+                        "(flag CENTRE_SWAPPED) or is flagged CENTRE_OFFSET")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -309,10 +314,12 @@ def run(args, stream=None) -> int:
     tables = []
     fitted = None
     if good:
-        if getattr(args, "neighbours", None) or getattr(args, "residual_search", False):
+        if (getattr(args, "neighbours", None) or getattr(args, "residual_search", False)
+                or getattr(args, "centred", False)):
             fitted, nb_table = _fit_neighbours(getattr(args, "neighbours", None), good,
                                                {k: v[rows] for k, v in init.items()}, model, region, kwargs,
-                                               search=getattr(args, "residual_search", False))
+                                               search=getattr(args, "residual_search", False),
+                                               centred=getattr(args, "centred", False))
         else:
             fitted = fit(good, {k: v[rows] for k, v in init.items()}, model, **kwargs)
         tables.append(fitted)
@@ -359,9 +366,10 @@ def run(args, stream=None) -> int:
     return 0 if good else 1
 
 
-def _fit_neighbours(path, good, init, model, region, kwargs, search: bool = False):
-    """``--neighbours TABLE`` and/or ``--residual-search``: fit each cutout's listed neighbours
-    (none without a table) with its target, searching the residuals with ``search``
+def _fit_neighbours(path, good, init, model, region, kwargs, search: bool = False, centred: bool = False):
+    """``--neighbours TABLE``, ``--residual-search`` and/or ``--centred``: fit each cutout's listed
+    neighbours (none without a table) with its target, searching the residuals with ``search``,
+    checking the target is at the centre with ``centred``
     (:func:`galmoss_auto.fitting.neighbours.fit_with_neighbours`); positions in a feedme region
     are in the full image's pixels, as the init table's."""
     from .neighbours import fit_with_neighbours, neighbours_from_table
@@ -379,7 +387,7 @@ def _fit_neighbours(path, good, init, model, region, kwargs, search: bool = Fals
             for nb in lst:
                 nb["x"] += 1 - region[0]
                 nb["y"] += 1 - region[2]
-    fitted, nb_table = fit_with_neighbours(good, init, lists, model, search=search, **kwargs)
+    fitted, nb_table = fit_with_neighbours(good, init, lists, model, search=search, centred=centred, **kwargs)
     if region is not None and len(nb_table):
         nb_table["x"] += (region[0] - 1) * nb_table["x"].unit
         nb_table["y"] += (region[2] - 1) * nb_table["y"].unit

@@ -45,6 +45,14 @@ class Flag(IntFlag):
     #: A learned stage ran with a checkpoint trained for another pixel scale or PSF width than
     #: this cutout's (``run --strict`` refuses it instead).
     WEIGHTS_MISMATCH = 8192
+    #: The cutout is centred on its target (``run``), but the component fitted as the target
+    #: ended far from the centre while a fitted Sérsic neighbour ended on it: the two were
+    #: exchanged, so the row holds the component at the centre.  The masker had taken a
+    #: brighter neighbour, whose light covers the centre, for the target.
+    CENTRE_SWAPPED = 16384
+    #: The cutout is centred on its target (``run``), but the target's fitted centre lies far
+    #: from the centre and no fitted component lies there: the fit may describe another object.
+    CENTRE_OFFSET = 32768
 
 
 def describe(flags: int) -> list[str]:

@@ -21,7 +21,8 @@ AT_BOUND), and a neighbours table (astropy Table with units): ``id`` (the
 cutout), ``index`` (1-based, in the order given), ``kind``, ``x``, ``y``, ``mag``, ``r_e``,
 ``n``, ``q``, ``pa`` (NaN where a kind lacks them; a Gaussian star's ``r_e`` is its FWHM / 2)
 with ``_err`` columns, ``origin`` (``given``: from the caller's list; ``residual``: found by
-the search below) and ``flags`` (the joint fit's).
+the search below; ``target``: fitted as the target, then swapped out, see *Centred cutouts*)
+and ``flags`` (the joint fit's).
 
 **Residual search** (``search=True``; ``run`` turns it on): a neighbour that the masker merged
 into the target's footprint, or missed, is absorbed by the target's profile, which comes out
@@ -33,6 +34,18 @@ its own (n and q off their bounds, r_e below half the cutout's longer side; on r
 lopsided residual is often a spiral arm or a sky gradient, see :func:`_plausible_source`).
 One source per cutout, one extra pass: the refit costs one more fit for the cutouts with a
 candidate (whose matched-filter S/N² reaches ``search_min_dchi2``), nothing for the others.
+
+**Centred cutouts** (``centred=True``; ``run`` turns it on, since a survey stamp is cut around its
+target): when a faint target sits in the halo of a brighter galaxy a few PSF widths away, the
+masker may see only the bright one, whose light covers the centre, and the fit then measures
+it; the search above usually finds the real target in the residual, as a neighbour at the
+centre.  So, after the fit, a target whose centre ended beyond :func:`centre_tolerance` (max(5 px,
+1 PSF FWHM)) of the cutout centre, with the cutout centre outside its half-light ellipse (a
+large galaxy in a cutout not centred on it still covers the centre), trades places with the
+fitted Sérsic neighbour nearest the centre, if that one ended within the tolerance: the joint
+fit is unchanged, only which component the catalog row describes (flag CENTRE_SWAPPED; the
+old target's row in the neighbours table has ``origin`` "target").  Otherwise the row is
+flagged CENTRE_OFFSET: whatever was fitted is not at the position the cutout was made for.
 """
 
 from __future__ import annotations
@@ -45,12 +58,15 @@ from astropy import units as u
 from astropy.table import Table
 
 from .api import fit
+from .blocks import point_elliptical_radius
 from .catalog import build_catalog, merge_in_order
+from .flags import Flag
 from .model import Model, default_model
 from .profiles import Gaussian, PointSource, Sersic
 from .residual_sources import DEFAULT_THRESHOLD
 
-__all__ = ["fit_with_neighbours", "neighbours_from_table", "NEIGHBOUR_PARAMS", "NEIGHBOUR_WINDOW", "SEARCH_MIN_DCHI2"]
+__all__ = ["fit_with_neighbours", "neighbours_from_table", "centre_tolerance", "NEIGHBOUR_PARAMS", "NEIGHBOUR_WINDOW",
+           "SEARCH_MIN_DCHI2", "CENTRE_TOLERANCE_PX", "CENTRE_TOLERANCE_FWHM"]
 
 NEIGHBOUR_PARAMS = ("x", "y", "mag", "r_e", "n", "q", "pa")
 _UNITS = {"x": u.pix, "y": u.pix, "mag": u.mag, "r_e": u.pix, "pa": u.deg}
@@ -325,11 +341,100 @@ SEARCH_MIN_DCHI2 = 25.0
 #: Default half-width (px) of the box around its start that a neighbour's centre stays in.
 NEIGHBOUR_WINDOW = 5.0
 
+#: ``centred=True``: a fitted centre farther than max(CENTRE_TOLERANCE_PX, CENTRE_TOLERANCE_FWHM
+#: x PSF FWHM) from the cutout centre is off the target.
+CENTRE_TOLERANCE_PX = 5.0
+CENTRE_TOLERANCE_FWHM = 1.0
+
+
+def centre_tolerance(cutout) -> float:
+    """The distance (px) from ``cutout``'s centre beyond which a fitted centre is off its
+    target: max(:data:`CENTRE_TOLERANCE_PX`, :data:`CENTRE_TOLERANCE_FWHM` x the PSF FWHM)."""
+    from .cutout import psf_fwhm_px
+    from .residual_sources import NO_PSF_FWHM
+    fwhm = psf_fwhm_px(cutout.psf, cutout.psf_oversampling) or NO_PSF_FWHM
+    return max(CENTRE_TOLERANCE_PX, CENTRE_TOLERANCE_FWHM * fwhm)
+
+
+def _swap_flags(flags: int, others: bool) -> int:
+    """A swapped row's flags: the bound flags follow the components (the old target's AT_BOUND
+    becomes a neighbour's; a neighbour's bound may be the new target's, so it is kept as
+    AT_BOUND), plus CENTRE_SWAPPED."""
+    target_bound, nb_bound = bool(flags & Flag.AT_BOUND), bool(flags & Flag.NEIGHBOUR_AT_BOUND)
+    flags &= ~int(Flag.AT_BOUND | Flag.NEIGHBOUR_AT_BOUND)
+    if nb_bound:
+        flags |= int(Flag.AT_BOUND) | (int(Flag.NEIGHBOUR_AT_BOUND) if others else 0)
+    if target_bound:
+        flags |= int(Flag.NEIGHBOUR_AT_BOUND)
+    return flags | int(Flag.CENTRE_SWAPPED)
+
+
+def _recentre(model, cutouts, catalog, rows):
+    """``centred=True``: each cutout is centred on its target.  Where the target's fitted centre
+    lies beyond :func:`centre_tolerance` of the cutout centre and the cutout centre lies outside
+    the target's half-light ellipse (where it has one), the fitted Sérsic neighbour
+    nearest the centre, if it lies within the tolerance, becomes the target and the old target
+    a neighbour (their columns exchanged; CENTRE_SWAPPED; only for a single-Sérsic target
+    model, whose columns a neighbour's match); otherwise the row is flagged CENTRE_OFFSET.  A
+    neighbour row's flags are the joint fit's, so they change with the target's."""
+    centre = _centre_component(model)
+    if centre is None or not len(catalog):
+        return catalog, rows
+    positioned = [c for c in model.components if {"x", "y"} <= {s.name for s in c.param_specs}]
+    swappable = centre.kind == "sersic" and len(positioned) == 1
+    values = {p: np.asarray(getattr(catalog[f"{centre.name}_{p}"], "value", catalog[f"{centre.name}_{p}"]), float)
+              for p in ("x", "y", "r_e", "q", "pa") if f"{centre.name}_{p}" in catalog.colnames}
+    x, y = values["x"], values["y"]
+    shapes = np.array([c.shape for c in cutouts], float)
+    cx, cy = (shapes[:, 1] + 1) / 2.0, (shapes[:, 0] + 1) / 2.0
+    far = np.hypot(x - cx, y - cy) > np.array([centre_tolerance(c) for c in cutouts])
+    if "r_e" in values:
+        # a large galaxy in a cutout not centred on it (an archive's example image, say) still
+        # covers the centre: off the target means the centre lies outside the fitted galaxy's
+        # half-light ellipse, not merely a few pixels from its centre
+        q = np.clip(values.get("q", np.ones_like(x)), 1e-3, 1.0)
+        radius = point_elliptical_radius(cx, cy, x, y, q, values.get("pa", np.zeros_like(x)))
+        far &= ~(radius <= values["r_e"])
+    by_cutout: dict = {}
+    for k, (i, row) in enumerate(rows):
+        by_cutout.setdefault(i, []).append(k)
+    for i in np.flatnonzero(far):
+        h, w = cutouts[i].shape
+        limit = centre_tolerance(cutouts[i])
+        best, best_d = None, limit
+        for k in by_cutout.get(i, []):
+            row = rows[k][1]
+            d = math.hypot(row["x"] - (w + 1) / 2.0, row["y"] - (h + 1) / 2.0)
+            if row["kind"] == "galaxy" and d <= best_d:
+                best, best_d = k, d
+        flags = int(catalog["flags"][i])
+        if swappable and best is not None:
+            row = rows[best][1]
+            for p in NEIGHBOUR_PARAMS:
+                for suffix in ("", "_err"):
+                    col = f"{centre.name}_{p}{suffix}"
+                    old = float(getattr(catalog[col][i], "value", catalog[col][i]))
+                    catalog[col][i], row[p + suffix] = row[p + suffix], old
+            row["origin"] = "target"
+            scale = cutouts[i].pixel_scale if cutouts[i].pixel_scale is not None else math.nan
+            for suffix in ("", "_err"):
+                col = f"{centre.name}_r_e_arcsec{suffix}"
+                if col in catalog.colnames:
+                    catalog[col][i] = float(getattr(catalog[f"{centre.name}_r_e{suffix}"][i], "value",
+                                                    catalog[f"{centre.name}_r_e{suffix}"][i])) * scale
+            flags = _swap_flags(flags, others=len(by_cutout[i]) > 1)
+        else:
+            flags |= int(Flag.CENTRE_OFFSET)
+        catalog["flags"][i] = flags
+        for k in by_cutout.get(i, []):
+            rows[k][1]["flags"] = flags
+    return catalog, rows
+
 
 def fit_with_neighbours(cutouts, init, neighbours, model: Model | None = None, *,
                         max_neighbours: int | None = None, window: float | None = NEIGHBOUR_WINDOW,
                         search: bool = False, search_threshold: float = DEFAULT_THRESHOLD,
-                        search_min_dchi2: float = SEARCH_MIN_DCHI2, **fit_kwargs):
+                        search_min_dchi2: float = SEARCH_MIN_DCHI2, centred: bool = False, **fit_kwargs):
     """Fit each cutout's target with its neighbours as extra components (module docstring).
 
     cutouts : list of :class:`~galmoss_auto.fitting.cutout.Cutout`.
@@ -353,6 +458,10 @@ def fit_with_neighbours(cutouts, init, neighbours, model: Model | None = None, *
         ``origin`` "residual" in the neighbours table.
     search_threshold : detection threshold in sigma (> 0; default 4), for the PSF-filtered
         residual and for its lopsided part alike.
+    centred : the cutouts are centred on their targets (survey stamps; ``run`` says so): a
+        target whose fitted centre ends beyond :func:`centre_tolerance` of the cutout centre
+        trades places with a fitted Sérsic neighbour that ends within it (CENTRE_SWAPPED), or
+        is flagged CENTRE_OFFSET (module docstring).
     fit_kwargs : passed to :func:`fit` (method, errors, device, batch_size, ...).
 
     Returns ``(catalog, neighbours_table)``.
@@ -389,6 +498,8 @@ def fit_with_neighbours(cutouts, init, neighbours, model: Model | None = None, *
     if search:
         catalog, rows = _search_and_refit(model, cutouts, cols, parsed, origins, window, fit_kwargs, reference, joints,
                                           catalog, rows, search_threshold, search_min_dchi2)
+    if centred:
+        catalog, rows = _recentre(model, cutouts, catalog, rows)
     nb = _empty_neighbour_table()
     if rows:
         rows.sort(key=lambda t: (t[0], t[1]["index"]))

@@ -190,8 +190,8 @@ def _stage_columns(prepared: list[Prepared]) -> Table:
 
 
 def _fit_chunk(prepared: list[Prepared], cfg: RunConfig, device, model):
-    """Fit one chunk; returns (catalog rows, fitted-neighbours table or None)."""
-    from galmoss_auto.fitting import fit
+    """Fit one chunk; returns (catalog rows, fitted-neighbours table, empty when none)."""
+    from galmoss_auto.fitting.neighbours import fit_with_neighbours
     init = {f"{COMPONENT}_{p}": np.array([g.init.params[p] for g in prepared], np.float64)
             for p in PARAMS}
     sky = _sky_component(model)
@@ -203,13 +203,10 @@ def _fit_chunk(prepared: list[Prepared], cfg: RunConfig, device, model):
     if cfg.batch_size is not None:
         kwargs["batch_size"] = cfg.batch_size
     cutouts = [g.cutout for g in prepared]
-    neighbours_table = None
-    if cfg.residual_search or any(g.neighbours for g in prepared):
-        from galmoss_auto.fitting.neighbours import fit_with_neighbours
-        table, neighbours_table = fit_with_neighbours(cutouts, init, [g.neighbours for g in prepared],
-                                                      model, search=cfg.residual_search, **kwargs)
-    else:
-        table = fit(cutouts, init, model, **kwargs)
+    # a survey stamp is cut around its target: a fit that ends off the centre is swapped with
+    # the neighbour found there, or flagged (fit_with_neighbours' centred)
+    table, neighbours_table = fit_with_neighbours(cutouts, init, [g.neighbours for g in prepared], model,
+                                                  search=cfg.residual_search, centred=True, **kwargs)
     if [str(i) for i in table["id"]] != [g.id for g in prepared]:
         raise RuntimeError("the fitter returned rows in a different order from its input")
     table["flags"] = np.asarray(table["flags"], np.int64) | np.array([g.flags for g in prepared],

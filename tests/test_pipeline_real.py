@@ -48,6 +48,8 @@ def test_profit_gama_kids(shared_data, tmp_path):
     ref = Table.read(base / "ExampleInit.tab", format="ascii")
     ref = {f"G{r['CATAID']}": r for r in ref}
     assert len(cat) == 10 and not np.any(cat["flags"] & (Flag.BAD_INPUT | Flag.FIT_FAILED))
+    # stamps cut around their galaxies: every fit stays at the centre (no swap, no offset flag)
+    assert not np.any(cat["flags"] & (Flag.CENTRE_SWAPPED | Flag.CENTRE_OFFSET))
     dmag = np.array([r["sersic_mag"] - (ref[r["id"]]["sersic.mag1"] - 2.5 * np.log10(2)) for r in cat])
     dlogr = np.array([np.log10(r["sersic_r_e"] / ref[r["id"]]["sersic.re2"]) for r in cat])
     print("dmag", np.round(dmag, 2), "dlog r_e", np.round(dlogr, 2))
@@ -73,6 +75,7 @@ def test_pysersic_hsc_and_decals(shared_data, tmp_path):
     cat, _ = _run(tmp_path / "m.ecsv", tmp_path / "out")
     _show(cat)
     assert len(cat) == 4 and not np.any(cat["flags"] & (Flag.BAD_INPUT | Flag.FIT_FAILED))
+    assert not np.any(cat["flags"] & (Flag.CENTRE_SWAPPED | Flag.CENTRE_OFFSET))
     gal2 = cat[list(cat["id"]).index("hsc_gal2")]
     # pysersic MAP (Student-t loss, its own mask and sigma): flux 3757 -> mag 18.063 at zp 27,
     # r_eff 6.26 px, n 3.64, centre (60.44, 59.25) 0-based.
