@@ -41,8 +41,9 @@ masker may see only the bright one, whose light covers the centre, and the fit t
 it; the search above usually finds the real target in the residual, as a neighbour at the
 centre.  So, after the fit, a target whose centre ended beyond :func:`centre_tolerance` (max(5 px,
 1 PSF FWHM)) of the cutout centre, with the cutout centre outside its half-light ellipse (a
-large galaxy in a cutout not centred on it still covers the centre), trades places with the
-fitted Sérsic neighbour nearest the centre, if that one ended within the tolerance: the joint
+large galaxy in a cutout not centred on it still covers the centre; a fit whose r_e ran past
+half the cutout covers nothing), trades places with the fitted Sérsic neighbour nearest the
+centre, if that one ended within the tolerance and did not fade away (:data:`FADED_MAG`): the joint
 fit is unchanged, only which component the catalog row describes (flag CENTRE_SWAPPED; the
 old target's row in the neighbours table has ``origin`` "target").  Otherwise the row is
 flagged CENTRE_OFFSET: whatever was fitted is not at the position the cutout was made for.
@@ -66,7 +67,7 @@ from .profiles import Gaussian, PointSource, Sersic
 from .residual_sources import DEFAULT_THRESHOLD
 
 __all__ = ["fit_with_neighbours", "neighbours_from_table", "centre_tolerance", "NEIGHBOUR_PARAMS", "NEIGHBOUR_WINDOW",
-           "SEARCH_MIN_DCHI2", "CENTRE_TOLERANCE_PX", "CENTRE_TOLERANCE_FWHM"]
+           "SEARCH_MIN_DCHI2", "CENTRE_TOLERANCE_PX", "CENTRE_TOLERANCE_FWHM", "FADED_MAG"]
 
 NEIGHBOUR_PARAMS = ("x", "y", "mag", "r_e", "n", "q", "pa")
 _UNITS = {"x": u.pix, "y": u.pix, "mag": u.mag, "r_e": u.pix, "pa": u.deg}
@@ -345,6 +346,10 @@ NEIGHBOUR_WINDOW = 5.0
 #: x PSF FWHM) from the cutout centre is off the target.
 CENTRE_TOLERANCE_PX = 5.0
 CENTRE_TOLERANCE_FWHM = 1.0
+#: ``centred=True``: a neighbour fainter than the fitted target by more than this (mag; flux
+#: ratio 1e-3) has faded away in the fit and never replaces it.  Real targets found at the
+#: centre were at most 4.8 mag fainter than the neighbour fitted in their place.
+FADED_MAG = 7.5
 
 
 def centre_tolerance(cutout) -> float:
@@ -372,11 +377,12 @@ def _swap_flags(flags: int, others: bool) -> int:
 def _recentre(model, cutouts, catalog, rows):
     """``centred=True``: each cutout is centred on its target.  Where the target's fitted centre
     lies beyond :func:`centre_tolerance` of the cutout centre and the cutout centre lies outside
-    the target's half-light ellipse (where it has one), the fitted Sérsic neighbour
-    nearest the centre, if it lies within the tolerance, becomes the target and the old target
-    a neighbour (their columns exchanged; CENTRE_SWAPPED; only for a single-Sérsic target
-    model, whose columns a neighbour's match); otherwise the row is flagged CENTRE_OFFSET.  A
-    neighbour row's flags are the joint fit's, so they change with the target's."""
+    the target's half-light ellipse (where it has one, with r_e below half the cutout's longer
+    side), the fitted Sérsic neighbour nearest the centre, if it lies within the tolerance and
+    has not faded away (:data:`FADED_MAG`), becomes the target and the old target a neighbour
+    (their columns exchanged; CENTRE_SWAPPED; only for a single-Sérsic target model, whose
+    columns a neighbour's match); otherwise the row is flagged CENTRE_OFFSET.  A neighbour
+    row's flags are the joint fit's, so they change with the target's."""
     centre = _centre_component(model)
     if centre is None or not len(catalog):
         return catalog, rows
@@ -391,10 +397,12 @@ def _recentre(model, cutouts, catalog, rows):
     if "r_e" in values:
         # a large galaxy in a cutout not centred on it (an archive's example image, say) still
         # covers the centre: off the target means the centre lies outside the fitted galaxy's
-        # half-light ellipse, not merely a few pixels from its centre
+        # half-light ellipse, not merely a few pixels from its centre.  A fit whose r_e ran
+        # beyond half the cutout (to its bound, as a target fading away does) covers nothing.
         q = np.clip(values.get("q", np.ones_like(x)), 1e-3, 1.0)
         radius = point_elliptical_radius(cx, cy, x, y, q, values.get("pa", np.zeros_like(x)))
-        far &= ~(radius <= values["r_e"])
+        real = values["r_e"] < 0.5 * shapes.max(axis=1)
+        far &= ~((radius <= values["r_e"]) & real)
     by_cutout: dict = {}
     for k, (i, row) in enumerate(rows):
         by_cutout.setdefault(i, []).append(k)
@@ -402,10 +410,13 @@ def _recentre(model, cutouts, catalog, rows):
         h, w = cutouts[i].shape
         limit = centre_tolerance(cutouts[i])
         best, best_d = None, limit
+        target_mag = float(getattr(catalog[f"{centre.name}_mag"][i], "value", catalog[f"{centre.name}_mag"][i]))
         for k in by_cutout.get(i, []):
             row = rows[k][1]
             d = math.hypot(row["x"] - (w + 1) / 2.0, row["y"] - (h + 1) / 2.0)
-            if row["kind"] == "galaxy" and d <= best_d:
+            # a component that faded away (run towards the magnitude bound) is no object
+            faded = not row["mag"] < target_mag + FADED_MAG
+            if row["kind"] == "galaxy" and not faded and d <= best_d:
                 best, best_d = k, d
         flags = int(catalog["flags"][i])
         if swappable and best is not None:

@@ -71,6 +71,10 @@ __all__ = ["run", "merge_run", "run_model", "RunError", "COMPONENT", "CRASH_ENV"
 
 #: The default one-component model's component name (catalog prefix).
 COMPONENT = "sersic"
+#: Half-width (px) of the box around its start that the default target's centre stays in: run's
+#: starts lie on the target (the initializer measures it at the cutout centre), and a faint
+#: target left free can slide tens of pixels to another source or off the cutout.
+TARGET_WINDOW = 5.0
 #: Test hook: after this many shards the process dies with os._exit, as under kill -9.
 CRASH_ENV = "GALMOSS_AUTO_CRASH_AFTER_SHARDS"
 _OUTPUTS = ("shards", "masks", "panels", "blocks", "psf", "catalog.fits", "catalog.ecsv",
@@ -136,12 +140,17 @@ def _pick_device(device):
 
 
 def run_model(model=None, sky: str = "flat"):
-    """The model ``run`` fits: ``model`` (default one Sérsic named ``sersic``) plus a sky
-    component named ``sky`` (FlatSky for ``sky="flat"``, TiltedSky for ``"tilted"``) unless
-    it already has one; ``"subtract"`` and ``"none"`` add nothing."""
+    """The model ``run`` fits: ``model`` (default one Sérsic named ``sersic``, its centre
+    within :data:`TARGET_WINDOW` px of its start) plus a sky component named ``sky`` (FlatSky
+    for ``sky="flat"``, TiltedSky for ``"tilted"``) unless it already has one; ``"subtract"``
+    and ``"none"`` add nothing."""
     from galmoss_auto.fitting.model import Model, default_model
     from galmoss_auto.fitting.profiles import FlatSky, TiltedSky
-    base = model or default_model()
+    if model is None:
+        d = default_model()
+        model = Model(d.components, fixed=d.fixed, ties=d.ties, bounds=d.bounds,
+                      windows={**d.windows, COMPONENT: TARGET_WINDOW}, auxiliary=d.auxiliary)
+    base = model
     if sky not in ("flat", "tilted") or any(c.kind in ("sky", "tiltedsky") for c in base.components):
         return base
     names = {c.name for c in base.components}

@@ -249,6 +249,51 @@ def test_masker_does_not_fit_a_piece_of_the_central_as_a_neighbour():
         MaskRCNNMasker(network=PieceNet(), piece_distance=-1.0)
 
 
+class TwiceNet(StubNet):
+    """The stub's neighbour returned twice more: its core (a small mask inside the first, same
+    centre) and a star-class copy; plus a second, real neighbour on the other side."""
+
+    def forward(self, images):
+        out = super().forward(images)[0]
+        yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+        core = (((xx - 44) ** 2 + (yy - 36) ** 2) <= 4).float()[None, None]
+        other = (((xx - 20) ** 2 + (yy - 31) ** 2) <= 16).float()[None, None]
+        copy = out["masks"][1:2]
+        out = {"boxes": torch.zeros(len(out["labels"]) + 3, 4),
+               "labels": torch.cat([out["labels"], torch.tensor([GALAXY, STAR, GALAXY])]),
+               "scores": torch.cat([out["scores"], torch.tensor([0.7, 0.6, 0.9])]),
+               "masks": torch.cat([out["masks"], core, copy, other])}
+        return [dict(out) for _ in images]
+
+
+def test_a_neighbour_detected_several_times_is_fitted_once():
+    c = _cutout()
+    c.image = c.image + _blob(20, 31, 900, 1.5).astype(np.float32)
+    res = MaskRCNNMasker(network=TwiceNet()).mask_batch([c], "cpu")[0]
+    # one component per source: the stub's neighbour (x 45, 1-based) once, and the other one
+    assert sorted(round(n.params["x"]) for n in res.neighbours) == [21, 45]
+    assert [n.kind for n in sorted(res.neighbours, key=lambda n: n.params["x"])] == ["galaxy", "galaxy"]
+    # a cosmic ray on the neighbour's centre is still masked, not merged into the neighbour
+    net = TwiceNet()
+    base_forward = net.forward
+
+    def with_ray(images):
+        out = base_forward(images)[0]
+        ray = torch.zeros(1, 1, SIZE, SIZE)
+        ray[0, 0, 36, 43:46] = 1.0
+        out = {"boxes": torch.zeros(len(out["labels"]) + 1, 4), "labels": torch.cat([out["labels"], torch.tensor([ARTEFACT])]),
+               "scores": torch.cat([out["scores"], torch.tensor([0.99])]), "masks": torch.cat([out["masks"], ray])}
+        return [dict(out) for _ in images]
+
+    net.forward = with_ray
+    rayed = MaskRCNNMasker(network=net).mask_batch([c], "cpu")[0]
+    assert sorted(round(n.params["x"]) for n in rayed.neighbours) == [21, 45]
+    assert rayed.mask[36, 43:46].all()
+    # without the piece test the core comes back as a second galaxy on the same source
+    off = MaskRCNNMasker(network=TwiceNet(), piece_distance=0.0, symmetric=0.0).mask_batch([c], "cpu")[0]
+    assert sorted(round(n.params["x"]) for n in off.neighbours) == [21, 45, 45]
+
+
 def test_initializer_sees_the_modelled_neighbours_hidden():
     from galmoss_auto.automask.base import initializer_view
     from galmoss_auto.fitting.noise import complete_noise

@@ -138,3 +138,47 @@ def test_cli_fit_centred(tmp_path):
     assert cat["flags"][0] & Flag.CENTRE_SWAPPED
     assert cat["sersic_x"][0] == pytest.approx(FAINT["x"], abs=0.3)
     assert nb["x"][0] == pytest.approx(BRIGHT["x"], abs=0.3)
+
+
+def test_a_faded_neighbour_at_the_centre_never_replaces_the_target():
+    from galmoss_auto.fitting.model import default_model
+    from galmoss_auto.fitting.neighbours import NEIGHBOUR_PARAMS, _recentre
+
+    cut = _cutout(with_faint=False, seed=7)
+    cat, _ = fit_with_neighbours([cut], _start(BRIGHT), [[]], device="cpu", errors="none")
+    target_mag = float(cat["sersic_mag"][0])
+
+    def row(mag):
+        values = {"x": CENTRE, "y": CENTRE, "mag": mag, "r_e": 2.0, "n": 1.0, "q": 0.9, "pa": 0.0}
+        return {"id": "c7", "index": 1, "kind": "galaxy", "origin": "residual", "flags": 0,
+                **values, **{p + "_err": np.nan for p in NEIGHBOUR_PARAMS}}
+
+    # a component at the centre that ran to the magnitude bound (flux -> 0) is no object
+    faded, rows = _recentre(default_model(), [cut], cat.copy(), [(0, row(60.0))])
+    assert faded["flags"][0] & Flag.CENTRE_OFFSET and not faded["flags"][0] & Flag.CENTRE_SWAPPED
+    assert rows[0][1]["origin"] == "residual" and faded["sersic_mag"][0] == pytest.approx(target_mag)
+    # one 3 mag fainter than the target is a real source: it becomes the target
+    real, rows = _recentre(default_model(), [cut], cat.copy(), [(0, row(target_mag + 3.0))])
+    assert real["flags"][0] & Flag.CENTRE_SWAPPED
+    assert real["sersic_mag"][0] == pytest.approx(target_mag + 3.0) and rows[0][1]["mag"] == pytest.approx(target_mag)
+
+
+def test_runs_target_stays_near_its_start():
+    from galmoss_auto.pipelines.run import TARGET_WINDOW, run_model
+
+    model = run_model(None, "flat")
+    assert model.windows == {"sersic": TARGET_WINDOW} and TARGET_WINDOW == 5.0
+    cut = _cutout(with_faint=False, seed=2)
+    # started 3 px off the galaxy, the windowed target still reaches it
+    start = _start(BRIGHT) | {"sersic_x": [BRIGHT["x"] - 3.0], "sersic_y": [BRIGHT["y"] + 2.0]}
+    cat, _ = fit_with_neighbours([cut], start, [[]], run_model(None, "none"), device="cpu", errors="none")
+    assert cat["sersic_x"][0] == pytest.approx(BRIGHT["x"], abs=0.1) and cat["flags"][0] == 0
+    # started on an empty centre 9 px away, it cannot slide onto the galaxy: it stops on the
+    # window's edge, flagged, where the unwindowed fit moves and is flagged CENTRE_OFFSET
+    cat, _ = fit_with_neighbours([cut], _start(FAINT), [[]], run_model(None, "none"), centred=True, device="cpu",
+                                 errors="none")
+    assert cat["sersic_x"][0] == pytest.approx(FAINT["x"] + TARGET_WINDOW) and cat["flags"][0] & Flag.AT_BOUND
+    free, _ = fit_with_neighbours([cut], _start(FAINT), [[]], centred=True, device="cpu", errors="none")
+    assert free["sersic_x"][0] == pytest.approx(BRIGHT["x"], abs=0.1) and free["flags"][0] & Flag.CENTRE_OFFSET
+    # a model given to run keeps its own windows
+    assert run_model(Model([Sersic("bulge")]), "flat").windows == {}
