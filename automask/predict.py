@@ -15,11 +15,12 @@ For each cutout (whose ``mask`` already holds the user mask and bad pixels, ``si
    second outline of it; :func:`central_footprint`) join its footprint; detections that repeat
    one other source, under another class (torchvision's NMS is per class: mask IoU > 0.5) or as
    its core inside its outline (the same piece test), are merged into one (:func:`_distinct`);
-3. every other source is grown by a PSF-aware margin (``margin_fwhm`` x the PSF FWHM, from the
-   PSF's second moments; ``min_margin``..``max_margin`` px; 2 px without a PSF).  A galaxy or star
-   whose grown footprint does not touch the central's footprint is masked (minus the central's
-   own pixels); one that touches it is a :class:`~.base.Neighbour` to fit simultaneously (the
-   brightest ``max_neighbours`` of them; any more are masked).  Artefacts (bad columns, cosmic
+3. every other source is grown by a PSF-aware margin (``margin_fwhm`` x the PSF FWHM in image
+   pixels, :func:`~galmoss_auto.fitting.cutout.psf_fwhm_px`; ``min_margin``..``max_margin`` px;
+   2 px without a PSF).  A galaxy or star whose grown footprint does not touch the central's
+   footprint is masked (minus the central's own pixels); one that touches it is a
+   :class:`~.base.Neighbour` to fit simultaneously (the brightest ``max_neighbours`` of them;
+   any more are masked).  Artefacts (bad columns, cosmic
    rays) are always masked, grown by 1 px, also on top of the galaxy or a modelled neighbour;
 4. a neighbour's starting parameters come from its own instance: flux-weighted centroid,
    magnitude from its flux, q and pa from its second moments, r_e from the area holding half its
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 
 from galmoss_auto.fitting.conventions import wrap_pa_deg
-from galmoss_auto.fitting.cutout import Cutout
+from galmoss_auto.fitting.cutout import Cutout, psf_fwhm_px
 from galmoss_auto.fitting.flags import Flag
 
 from .base import MaskResult, Neighbour, register_masker
@@ -54,7 +55,7 @@ from .instances import Instances, decode, mask_iou, pick_central
 from .maskrcnn import ARTEFACT, CENTRAL, CLASSES, GALAXY, STAR
 from .normalise import normalise_batch
 
-__all__ = ["MaskRCNNMasker", "MaskDetails", "psf_fwhm_px", "instance_params", "cutouts_from_shard"]
+__all__ = ["MaskRCNNMasker", "MaskDetails", "instance_params", "cutouts_from_shard"]
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +70,6 @@ class MaskDetails:
     central_mask: np.ndarray | None = None
     neighbour_masks: list = field(default_factory=list)
     margin: int = 0
-
-
-def psf_fwhm_px(psf: np.ndarray | None) -> float | None:
-    """FWHM (px) of a PSF image from its second moments (Gaussian-equivalent), or None."""
-    if psf is None:
-        return None
-    p = np.clip(np.asarray(psf, np.float64), 0, None)
-    total = p.sum()
-    if not total > 0:
-        return None
-    yy, xx = np.indices(p.shape)
-    my, mx = (p * yy).sum() / total, (p * xx).sum() / total
-    var = (p * ((yy - my) ** 2 + (xx - mx) ** 2)).sum() / total / 2.0
-    # second moments of a Moffat's wings overstate the core: cap at the half-maximum width
-    half = (p >= 0.5 * p.max()).sum()
-    fwhm_hm = 2.0 * math.sqrt(half / math.pi)
-    return float(min(2.3548 * math.sqrt(var), fwhm_hm)) if var > 0 else fwhm_hm
 
 
 def instance_params(image: np.ndarray, mask: np.ndarray, zeropoint: float, kind: str) -> dict:
@@ -266,7 +250,7 @@ class MaskRCNNMasker:
 
     # -- one cutout ------------------------------------------------------------------------------
     def _margin(self, cutout) -> int:
-        fwhm = psf_fwhm_px(cutout.psf)
+        fwhm = psf_fwhm_px(cutout.psf, cutout.psf_oversampling)
         if fwhm is None:
             return max(self.min_margin, min(2, self.max_margin))
         return int(np.clip(round(self.margin_fwhm * fwhm), self.min_margin, self.max_margin))
@@ -279,7 +263,7 @@ class MaskRCNNMasker:
         margin = self._margin(cutout)
         sky = _sky_level(cutout) or 0.0
         data = np.where(cutout.mask, 0.0, cutout.image - sky)
-        fwhm = psf_fwhm_px(cutout.psf) or 2.0
+        fwhm = psf_fwhm_px(cutout.psf, cutout.psf_oversampling) or 2.0
         central, pieces = central_footprint(inst, k, data, fwhm, self.piece_distance, self.piece_overlap,
                                             self.symmetric)
         central_grown = grow(central, margin)

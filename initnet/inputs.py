@@ -14,7 +14,7 @@ inputs, in the main process:
 4. **Channels** (``in_channels`` = 3): ``asinh(S/N) / 3`` (faint outskirts and noise level),
    ``10 image / F_ref`` (the profile's shape, independent of brightness), the mask (1 = bad);
    masked pixels are 0 in the first two.
-5. **Scalars** (10): ln PSF FWHM (pixels; half-maximum area), PSF e1, e2 (Gaussian-weighted
+5. **Scalars** (10): ln PSF FWHM (image pixels; half-maximum area), PSF e1, e2 (Gaussian-weighted
    moments), log10 pixel scale (arcsec), log10 S/N of ``F_ref``, masked fraction of the
    aperture, and cheap measurements of the galaxy itself (:func:`light_measures`): ln r50
    (radius enclosing half of ``F_ref``, px), ln(r90 / r50), and the moment ellipticity
@@ -247,7 +247,8 @@ def stack_cutouts(cutouts, device) -> dict:
     The measured sky (``cutout.meta["sky"].level``, when present) is subtracted.  Images are
     padded (masked) to the largest size, PSFs zero-padded symmetrically to the
     largest odd size (their centre pixel stays the centre).  Returns a dict with image, sigma,
-    mask (B, H, W), psf (B, h, w), zeropoint, pixel_scale (B,), shapes (list of (h, w)).
+    mask (B, H, W), psf (B, h, w), zeropoint, pixel_scale, oversampling (PSF pixels per image
+    pixel, 1 without a PSF) (B,), shapes (list of (h, w)).
     """
     B = len(cutouts)
     H = max(c.shape[0] for c in cutouts)
@@ -273,6 +274,7 @@ def stack_cutouts(cutouts, device) -> dict:
     t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)
     return {"image": t(image), "sigma": t(sigma), "mask": t(mask, torch.bool), "psf": t(psf),
             "zeropoint": t([c.zeropoint for c in cutouts]), "pixel_scale": t(pix),
+            "oversampling": t([float(c.psf_oversampling) if c.psf is not None else 1.0 for c in cutouts]),
             "shapes": [tuple(c.shape) for c in cutouts]}
 
 
@@ -292,12 +294,15 @@ def _delta_psf() -> np.ndarray:
 def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor, psf: torch.Tensor,
                    zeropoint: torch.Tensor, pixel_scale: torch.Tensor, crop: int = 64,
                    aperture: float = 16.0, search_radius: float = 6.0,
-                   shapes: list | None = None, profile: bool = False) -> NetInputs:
+                   shapes: list | None = None, profile: bool = False,
+                   oversampling: torch.Tensor | None = None) -> NetInputs:
     """Batch of cutouts (B, H, W) -> :class:`NetInputs` (see the module docstring; ``profile``:
     append the profile scalars, item 6).
 
     ``shapes``: each cutout's true (h, w) when the batch is padded (the geometric centre is
     taken from it); default (H, W) for all.  ``pixel_scale`` NaN (unknown) is read as 0.262".
+    ``oversampling`` (B,): PSF pixels per image pixel (default 1): the PSF's widths are
+    measured in its own pixels and given to the network in image pixels.
     """
     if crop < 16 or crop % 2:
         raise ValueError(f"crop must be an even number of pixels >= 16, got {crop}")
@@ -352,6 +357,8 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
     psf = psf.to(torch.float32)
     psf = psf / psf.sum(dim=(-2, -1), keepdim=True).clamp(min=1e-30)
     fwhm, e1, e2 = psf_scalars(psf)
+    scale = torch.ones_like(fwhm) if oversampling is None else oversampling.to(fwhm)
+    fwhm = fwhm / scale      # image pixels (e1, e2 are ratios: the PSF's sampling drops out)
     pix = torch.where(torch.isfinite(pixel_scale), pixel_scale.to(torch.float32),
                       torch.full_like(pixel_scale, 0.262, dtype=torch.float32))
     r50, r90, moments, radii = light_measures(c_img, good, in_ap, f_ref, half,
@@ -363,6 +370,7 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
     sq = _centred_square(psf)
     psf_r50, psf_r90 = growth_radii(sq, torch.ones_like(sq, dtype=torch.bool), sq.shape[-1] // 2,
                                     torch.ones_like(fwhm))
+    psf_r50, psf_r90 = psf_r50 / scale, psf_r90 / scale
     baseline = baseline_coords(r50, r90, psf_r50, psf_r90, gc1, gc2, mx, my, aperture)
     scalars = torch.stack([torch.log(fwhm.clamp(min=0.3)), e1, e2, torch.log10(pix),
                            torch.log10(snr_ref.clamp(min=1.0)), masked_frac,

@@ -138,7 +138,7 @@ class InitNetInitializer:
             inputs = prepare_inputs(s["image"], s["sigma"], s["mask"], s["psf"], s["zeropoint"],
                                     s["pixel_scale"], crop=self.crop, aperture=self.aperture,
                                     search_radius=self.search_radius, shapes=s["shapes"],
-                                    profile=self.profile)
+                                    profile=self.profile, oversampling=s["oversampling"])
             coords, sigma = run_network(self.net, inputs, self.residual)
             v, e, ok = decode(coords, sigma, inputs)
             vals.append(v)

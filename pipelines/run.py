@@ -284,7 +284,7 @@ def _compat_check(entry: dict):
 
     def check(cutout):
         scale = cutout.pixel_scale
-        fwhm = psf_fwhm_px(cutout.psf)
+        fwhm = psf_fwhm_px(cutout.psf, cutout.psf_oversampling)
         fwhm_arcsec = fwhm * scale if (fwhm is not None and scale is not None) else None
         return check_compatibility(entry, pixel_scale=scale, psf_fwhm_arcsec=fwhm_arcsec,
                                    size=tuple(cutout.shape))

@@ -8,9 +8,10 @@ from torch import nn
 
 from galmoss_auto.automask.base import MASKERS, get_masker
 from galmoss_auto.automask.maskrcnn import ARTEFACT, CENTRAL, GALAXY, STAR
-from galmoss_auto.automask.predict import MaskRCNNMasker, instance_params, psf_fwhm_px
+from galmoss_auto.automask.predict import MaskRCNNMasker, instance_params
 from galmoss_auto.automask.sep_masker import SepMasker
 from galmoss_auto.fitting import Cutout, Flag
+from galmoss_auto.fitting.cutout import psf_fwhm_px
 
 SIZE = 64
 
@@ -292,6 +293,17 @@ def test_a_neighbour_detected_several_times_is_fitted_once():
     # without the piece test the core comes back as a second galaxy on the same source
     off = MaskRCNNMasker(network=TwiceNet(), piece_distance=0.0, symmetric=0.0).mask_batch([c], "cpu")[0]
     assert sorted(round(n.params["x"]) for n in off.neighbours) == [21, 45, 45]
+
+
+def test_margins_are_in_image_pixels_for_an_oversampled_psf():
+    from dataclasses import replace
+    native = _cutout()
+    # the same 3 px PSF sampled 3 times finer: the margin and the piece tests use image pixels
+    fine = replace(native, psf=_psf(9.0, 45), psf_oversampling=3)
+    masker = MaskRCNNMasker(network=StubNet(), margin_fwhm=2.0)
+    assert masker._margin(fine) == masker._margin(native) == 6
+    a, b = masker.mask_batch([native], "cpu")[0], masker.mask_batch([fine], "cpu")[0]
+    assert np.array_equal(a.mask, b.mask) and len(a.neighbours) == len(b.neighbours) == 1
 
 
 def test_initializer_sees_the_modelled_neighbours_hidden():

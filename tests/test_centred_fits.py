@@ -182,3 +182,4 @@ def test_runs_target_stays_near_its_start():
     assert free["sersic_x"][0] == pytest.approx(BRIGHT["x"], abs=0.1) and free["flags"][0] & Flag.CENTRE_OFFSET
     # a model given to run keeps its own windows
     assert run_model(Model([Sersic("bulge")]), "flat").windows == {}
+

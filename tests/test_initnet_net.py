@@ -57,6 +57,34 @@ def test_inputs_centre_crop_and_scalars():
     assert abs(float(fwhm) - 3.0) < 0.5 and abs(float(e1)) < 1e-3 and abs(float(e2)) < 1e-3
 
 
+def test_psf_widths_reach_the_network_in_image_pixels():
+    from dataclasses import replace
+
+    from galmoss_auto.fitting.cutout import psf_fwhm_px
+    cutouts, _, _ = make_galaxies(n=2, size=40)
+    # the same 3.5 px Moffat given at the image's sampling and 3 times finer
+    native = [replace(c, psf=moffat_psf(size=21, fwhm=3.5)) for c in cutouts]
+    fine = [replace(c, psf=moffat_psf(size=63, fwhm=10.5), psf_oversampling=3) for c in cutouts]
+    inputs = []
+    for group in (native, fine):
+        s = stack_cutouts(group, "cpu")
+        inputs.append(prepare_inputs(s["image"], s["sigma"], s["mask"], s["psf"], s["zeropoint"], s["pixel_scale"],
+                                     crop=32, aperture=10.0, shapes=s["shapes"], profile=True,
+                                     oversampling=s["oversampling"]))
+    a, b = inputs
+    assert torch.allclose(a.psf_fwhm, b.psf_fwhm, rtol=0.06)
+    assert abs(float(a.psf_fwhm[0]) - 3.5) < 0.2 and psf_fwhm_px(fine[0].psf, 3) == pytest.approx(3.5, abs=0.1)
+    # the scalars the network reads agree: the basic ten (ln FWHM first) closely, the profile
+    # ones to the half-pixel steps in which the native PSF's curve of growth is measured
+    assert torch.allclose(a.scalars[:, :N_SCALARS], b.scalars[:, :N_SCALARS], atol=0.02)
+    assert torch.allclose(a.scalars, b.scalars, atol=0.2)
+    # read in the PSF's own pixels instead, the fine PSF would look 3 times wider
+    s = stack_cutouts(fine, "cpu")
+    unscaled = prepare_inputs(s["image"], s["sigma"], s["mask"], s["psf"], s["zeropoint"], s["pixel_scale"],
+                              crop=32, aperture=10.0, shapes=s["shapes"], profile=True)
+    assert float(unscaled.scalars[0, 0] - b.scalars[0, 0]) == pytest.approx(math.log(3.0), abs=0.01)
+
+
 def test_coordinates_round_trip_to_catalog():
     cutouts, truth, _ = make_galaxies(n=5, size=40)
     origin = torch.tensor([[4, 5]] * 5)

@@ -173,3 +173,18 @@ def test_auto_uses_a_zoo_initnet_checkpoint_and_records_it(cutdir, tmp_path):
     with pytest.raises(RunError, match="refused under --strict"):
         _run(cutdir, tmp_path / "z2", zoo=str(tmp_path / "zoo"), survey="sdss", band="r",
              mask="sep", pixel_scale=5.0, strict=True)
+
+
+def test_checkpoint_range_check_reads_the_psf_in_image_pixels():
+    from dataclasses import replace
+
+    from galmoss_auto.fitting import Cutout
+    from galmoss_auto.pipelines.run import _compat_check
+
+    yy, xx = np.indices((45, 45)) - 22
+    fine = np.exp(-(xx ** 2 + yy ** 2) / (2 * (12.0 / 2.3548) ** 2))   # 4 image px, sampled 3 times finer
+    cut = Cutout(id="c", image=np.ones((48, 48), np.float32), psf=fine / fine.sum(), psf_oversampling=3,
+                 pixel_scale=0.25)
+    check = _compat_check({"name": "x", "trained_for": {"psf_fwhm_arcsec": [0.8, 1.2]}})
+    assert check(cut) == []                                   # 4 px x 0.25" = 1.0"
+    assert check(replace(cut, psf_oversampling=1)) != []      # read as 12 px: 3.0", outside
