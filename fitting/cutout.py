@@ -138,10 +138,11 @@ class Cutout:
         self.mask = mask
         if self.psf is not None:
             self.psf = normalise_psf(self.psf, where)
-            if int(self.psf_oversampling) < 1:
-                raise CutoutError(f"{where}: psf_oversampling must be a positive integer, "
-                                  f"got {self.psf_oversampling}")
-            self.psf_oversampling = int(self.psf_oversampling)
+            factor = self.psf_oversampling
+            if not (np.isfinite(float(factor)) and float(factor) == int(float(factor)) and int(float(factor)) >= 1):
+                raise CutoutError(f"{where}: psf_oversampling must be a positive integer (PSF pixels per "
+                                  f"image pixel), got {factor}")
+            self.psf_oversampling = int(float(factor))
         if not np.isfinite(self.zeropoint):
             raise CutoutError(f"{where}: zeropoint must be finite, got {self.zeropoint}")
         if self.pixel_scale is not None and not (np.isfinite(self.pixel_scale) and self.pixel_scale > 0):
@@ -486,7 +487,7 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     return Cutout(id=str(id), image=data, sigma=noise, psf=psf_data,
                   mask=user_mask if (mask_data is not None or n_sat) else None,
                   zeropoint=0.0 if zp is None else float(zp), pixel_scale=scale,
-                  psf_oversampling=int(psf_oversampling), psf_includes_pixel=psf_includes_pixel,
+                  psf_oversampling=psf_oversampling, psf_includes_pixel=psf_includes_pixel,
                   source=source, meta=meta)
 
 

@@ -4,7 +4,8 @@ galaxy.  One module for both commands, so they read the same input the same way.
 A source is one of
 * a manifest table (``.csv``, ``.ecsv``, ``.fits``/``.fit`` whose first extension is a table)
   with columns ``id, image`` and optionally ``sigma`` (or ``weight`` / ``variance``), ``psf``,
-  ``mask``, ``zeropoint``, ``pixel_scale``, ``gain``, ``saturation``.  Relative paths are
+  ``mask``, ``zeropoint``, ``pixel_scale``, ``gain``, ``saturation``, ``psf_oversampling``
+  (PSF pixels per image pixel, a positive integer; default 1).  Relative paths are
   relative to the manifest's folder; empty cells mean "not given";
 * a directory: every ``*.fits``, ``*.fit``, ``*.fits.gz`` inside (not recursive);
 * a glob pattern such as ``"cutouts/*_r.fits"``.
@@ -38,7 +39,7 @@ MANIFEST_SUFFIXES = (".csv", ".ecsv", ".fits", ".fit", ".fits.gz")
 COMPANIONS = {"_sigma": "sigma", "_weight": "weight", "_var": "variance", "_psf": "psf",
               "_mask": "mask"}
 PATH_KEYS = ("image", "sigma", "weight", "variance", "psf", "mask")
-NUMBER_KEYS = ("zeropoint", "pixel_scale", "gain", "saturation")
+NUMBER_KEYS = ("zeropoint", "pixel_scale", "gain", "saturation", "psf_oversampling")
 IMAGE_RE = re.compile(r"\.(fits|fit|fits\.gz|fit\.gz)$", re.IGNORECASE)
 
 

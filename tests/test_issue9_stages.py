@@ -188,3 +188,20 @@ def test_checkpoint_range_check_reads_the_psf_in_image_pixels():
     check = _compat_check({"name": "x", "trained_for": {"psf_fwhm_arcsec": [0.8, 1.2]}})
     assert check(cut) == []                                   # 4 px x 0.25" = 1.0"
     assert check(replace(cut, psf_oversampling=1)) != []      # read as 12 px: 3.0", outside
+
+
+def test_manifest_psf_oversampling_column(tmp_path):
+    from galmoss_auto.fitting.cutout import CutoutError, read_record
+    from galmoss_auto.fitting.records import read_manifest
+
+    rng = np.random.default_rng(0)
+    fits.writeto(tmp_path / "g.fits", rng.normal(0, 1, (32, 32)).astype(np.float32))
+    yy, xx = np.indices((27, 27)) - 13
+    fits.writeto(tmp_path / "p.fits", np.exp(-(xx ** 2 + yy ** 2) / 18.0).astype(np.float32))
+    Table({"id": ["a", "b", "c"], "image": ["g.fits"] * 3, "psf": ["p.fits"] * 3,
+           "psf_oversampling": [3.0, 2.5, 1.0]}).write(tmp_path / "m.ecsv")
+    recs = read_manifest(tmp_path / "m.ecsv")
+    assert read_record(recs[0]).psf_oversampling == 3 and read_record(recs[2]).psf_oversampling == 1
+    # a fractional factor is refused, naming the value (never truncated to 2)
+    with pytest.raises(CutoutError, match="psf_oversampling must be a positive integer.*2.5"):
+        read_record(recs[1])
