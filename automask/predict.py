@@ -20,8 +20,8 @@ For each cutout (whose ``mask`` already holds the user mask and bad pixels, ``si
    2 px without a PSF).  A galaxy or star whose grown footprint does not touch the central's
    footprint is masked (minus the central's own pixels); one that touches it is a
    :class:`~.base.Neighbour` to fit simultaneously (the brightest ``max_neighbours`` of them;
-   any more are masked).  Artefacts (bad columns, cosmic
-   rays) are always masked, grown by 1 px, also on top of the galaxy or a modelled neighbour;
+   any more are masked).  Artefacts (bad columns, cosmic rays) are always masked, grown by
+   1 px, also on top of the galaxy or a modelled neighbour;
 4. a neighbour's starting parameters come from its own instance: flux-weighted centroid,
    magnitude from its flux, q and pa from its second moments, r_e from the area holding half its
    flux; n = 1.5.  Its pixels (outside the central's footprint) are the result's
@@ -249,8 +249,8 @@ class MaskRCNNMasker:
             return net([zz[None] for zz in z])
 
     # -- one cutout ------------------------------------------------------------------------------
-    def _margin(self, cutout) -> int:
-        fwhm = psf_fwhm_px(cutout.psf, cutout.psf_oversampling)
+    def _margin(self, fwhm: float | None) -> int:
+        """Growth (px) of a masked source for a PSF of ``fwhm`` image pixels (None: no PSF)."""
         if fwhm is None:
             return max(self.min_margin, min(2, self.max_margin))
         return int(np.clip(round(self.margin_fwhm * fwhm), self.min_margin, self.max_margin))
@@ -260,10 +260,11 @@ class MaskRCNNMasker:
         k = pick_central(inst, cutout.shape, self.max_central_distance)
         if k < 0:
             return self._fallback(cutout, Flag.NO_CENTRAL_DETECTION, n_objects=len(inst)), MaskDetails(inst)
-        margin = self._margin(cutout)
+        psf_fwhm = psf_fwhm_px(cutout.psf, cutout.psf_oversampling)
+        margin = self._margin(psf_fwhm)
+        fwhm = psf_fwhm or 2.0
         sky = _sky_level(cutout) or 0.0
         data = np.where(cutout.mask, 0.0, cutout.image - sky)
-        fwhm = psf_fwhm_px(cutout.psf, cutout.psf_oversampling) or 2.0
         central, pieces = central_footprint(inst, k, data, fwhm, self.piece_distance, self.piece_overlap,
                                             self.symmetric)
         central_grown = grow(central, margin)

@@ -138,11 +138,11 @@ class Cutout:
         self.mask = mask
         if self.psf is not None:
             self.psf = normalise_psf(self.psf, where)
-            factor = self.psf_oversampling
-            if not (np.isfinite(float(factor)) and float(factor) == int(float(factor)) and int(float(factor)) >= 1):
+            factor = float(self.psf_oversampling)
+            if not (factor.is_integer() and factor >= 1):   # NaN and inf are not integers
                 raise CutoutError(f"{where}: psf_oversampling must be a positive integer (PSF pixels per "
-                                  f"image pixel), got {factor}")
-            self.psf_oversampling = int(float(factor))
+                                  f"image pixel), got {self.psf_oversampling}")
+            self.psf_oversampling = int(factor)
         if not np.isfinite(self.zeropoint):
             raise CutoutError(f"{where}: zeropoint must be finite, got {self.zeropoint}")
         if self.pixel_scale is not None and not (np.isfinite(self.pixel_scale) and self.pixel_scale > 0):

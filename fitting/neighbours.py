@@ -389,11 +389,12 @@ def _recentre(model, cutouts, catalog, rows):
     positioned = [c for c in model.components if {"x", "y"} <= {s.name for s in c.param_specs}]
     swappable = centre.kind == "sersic" and len(positioned) == 1
     values = {p: np.asarray(getattr(catalog[f"{centre.name}_{p}"], "value", catalog[f"{centre.name}_{p}"]), float)
-              for p in ("x", "y", "r_e", "q", "pa") if f"{centre.name}_{p}" in catalog.colnames}
+              for p in ("x", "y", "mag", "r_e", "q", "pa") if f"{centre.name}_{p}" in catalog.colnames}
     x, y = values["x"], values["y"]
     shapes = np.array([c.shape for c in cutouts], float)
     cx, cy = (shapes[:, 1] + 1) / 2.0, (shapes[:, 0] + 1) / 2.0
-    far = np.hypot(x - cx, y - cy) > np.array([centre_tolerance(c) for c in cutouts])
+    limits = np.array([centre_tolerance(c) for c in cutouts])
+    far = np.hypot(x - cx, y - cy) > limits
     if "r_e" in values:
         # a large galaxy in a cutout not centred on it (an archive's example image, say) still
         # covers the centre: off the target means the centre lies outside the fitted galaxy's
@@ -407,15 +408,12 @@ def _recentre(model, cutouts, catalog, rows):
     for k, (i, row) in enumerate(rows):
         by_cutout.setdefault(i, []).append(k)
     for i in np.flatnonzero(far):
-        h, w = cutouts[i].shape
-        limit = centre_tolerance(cutouts[i])
-        best, best_d = None, limit
-        target_mag = float(getattr(catalog[f"{centre.name}_mag"][i], "value", catalog[f"{centre.name}_mag"][i]))
+        best, best_d = None, limits[i]
         for k in by_cutout.get(i, []):
             row = rows[k][1]
-            d = math.hypot(row["x"] - (w + 1) / 2.0, row["y"] - (h + 1) / 2.0)
+            d = math.hypot(row["x"] - cx[i], row["y"] - cy[i])
             # a component that faded away (run towards the magnitude bound) is no object
-            faded = not row["mag"] < target_mag + FADED_MAG
+            faded = not row["mag"] < values["mag"][i] + FADED_MAG
             if row["kind"] == "galaxy" and not faded and d <= best_d:
                 best, best_d = k, d
         flags = int(catalog["flags"][i])

@@ -146,11 +146,11 @@ def run_model(model=None, sky: str = "flat"):
     and ``"none"`` add nothing."""
     from galmoss_auto.fitting.model import Model, default_model
     from galmoss_auto.fitting.profiles import FlatSky, TiltedSky
-    if model is None:
-        d = default_model()
-        model = Model(d.components, fixed=d.fixed, ties=d.ties, bounds=d.bounds,
-                      windows={**d.windows, COMPONENT: TARGET_WINDOW}, auxiliary=d.auxiliary)
     base = model
+    if base is None:
+        d = default_model()
+        base = Model(d.components, fixed=d.fixed, ties=d.ties, bounds=d.bounds,
+                     windows={**d.windows, COMPONENT: TARGET_WINDOW}, auxiliary=d.auxiliary)
     if sky not in ("flat", "tilted") or any(c.kind in ("sky", "tiltedsky") for c in base.components):
         return base
     names = {c.name for c in base.components}

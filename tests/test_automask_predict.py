@@ -301,7 +301,8 @@ def test_margins_are_in_image_pixels_for_an_oversampled_psf():
     # the same 3 px PSF sampled 3 times finer: the margin and the piece tests use image pixels
     fine = replace(native, psf=_psf(9.0, 45), psf_oversampling=3)
     masker = MaskRCNNMasker(network=StubNet(), margin_fwhm=2.0)
-    assert masker._margin(fine) == masker._margin(native) == 6
+    widths = [psf_fwhm_px(c.psf, c.psf_oversampling) for c in (fine, native)]
+    assert masker._margin(widths[0]) == masker._margin(widths[1]) == 6
     a, b = masker.mask_batch([native], "cpu")[0], masker.mask_batch([fine], "cpu")[0]
     assert np.array_equal(a.mask, b.mask) and len(a.neighbours) == len(b.neighbours) == 1
 
