@@ -314,21 +314,31 @@ class _WithReal(torch.utils.data.IterableDataset):
                     return
 
 
-def real_instances(real, labels, max_central_distance: float = 0.25) -> list:
+def real_instances(real, labels, max_central_distance: float = 0.25, options: dict | None = None) -> list:
     """Pseudo-labelled training items from real cutouts and a label catalog.
 
-    real : a manifest (ECSV/CSV/FITS table with ``id, image[, sigma, psf, mask, zeropoint]``,
-        as ``galmoss-auto run`` reads) of real cutouts.
+    real : real cutouts as ``galmoss-auto run`` reads them (a manifest, a folder, a glob, one
+        FITS file), read and given their noise step by the run's own code
+        (:func:`galmoss_auto.pipelines.run.prepare_cutouts`, no masker), with ``options`` the
+        run's settings (survey, band, psf, zeropoint, ...; see
+        :class:`~galmoss_auto.pipelines.config.RunConfig`).  Cutouts that cannot be read are
+        left out with a warning.
     labels : a catalog with ``id`` and the target's ``<comp>_x``, ``<comp>_y`` (1-based; e.g. a
-        previous run's converged fits); rows with nonzero ``flags`` are skipped.
+        previous run's converged fits); rows whose ``flags`` hold a quality bit are skipped
+        (:func:`~galmoss_auto.fitting.flags.is_clean_fit`).
     The targets are sep's deblended segments (the pipeline's detection settings): the segment
     under the labelled position is the central galaxy; other segments are stars when their
     second moments are within 20% of the PSF's (or, without a PSF, when sep's ``a`` is below 1.5
     px), galaxies otherwise.  The network thus learns the survey's real noise, sky and PSF from
     labels no better than sep's; use it to adapt a simulated model, not as a replacement.
     """
+    import tempfile
+    import warnings
+
     from galmoss_auto.automask.detect import DetectConfig, detect
-    from galmoss_auto.fitting.cli_fit import read_manifest, read_record
+    from galmoss_auto.fitting.flags import is_clean_fit
+    from galmoss_auto.pipelines.config import RunConfig
+    from galmoss_auto.pipelines.run import prepare_cutouts
     from .maskrcnn import GALAXY, STAR
 
     lab = Table.read(labels)
@@ -338,14 +348,18 @@ def real_instances(real, labels, max_central_distance: float = 0.25) -> list:
     ycol = xcol[:-2] + "_y" if xcol else None
     if xcol is None or ycol not in lab.colnames:
         raise ValueError(f"{labels}: no <component>_x / <component>_y columns for the target position")
-    ok = np.ones(len(lab), bool) if "flags" not in lab.colnames else np.asarray(lab["flags"]) == 0
+    ok = np.ones(len(lab), bool) if "flags" not in lab.colnames else np.atleast_1d(is_clean_fit(lab["flags"]))
     pos = {str(i): (float(x), float(y)) for i, x, y, g in zip(lab["id"], lab[xcol], lab[ycol], ok) if g}
+    settings = {"progress": False, **(options or {}), "mask": "none"}
+    with tempfile.TemporaryDirectory(prefix="galmoss-finetune-") as out:
+        prepared, failures = prepare_cutouts(RunConfig(input=str(real), out=out, **settings), ids=pos)
+    if failures:
+        warnings.warn(f"{real}: {len(failures)} real cutout(s) left out: "
+                      + "; ".join(f"{f.id}: {f.message}" for f in failures[:5]), stacklevel=2)
     items = []
-    for rec in read_manifest(real):
-        if rec["id"] not in pos:
-            continue
-        c = read_record(rec)
-        sigma = c.sigma if c.sigma is not None else None
+    for g in prepared:
+        c = g.cutout
+        sigma = c.sigma
         det = detect(c.image, sigma, c.mask, DetectConfig(max_central_distance=max_central_distance))
         x, y = pos[c.id]
         r, col = int(round(y - 1)), int(round(x - 1))
@@ -358,7 +372,8 @@ def real_instances(real, labels, max_central_distance: float = 0.25) -> list:
             yy, xx = np.indices(c.psf.shape)
             p = c.psf / c.psf.sum()
             my, mx = (p * yy).sum(), (p * xx).sum()
-            psf_size = math.sqrt(max((p * ((yy - my) ** 2 + (xx - mx) ** 2)).sum() / 2, 1e-6))
+            # in image pixels, as sep's sizes are
+            psf_size = math.sqrt(max((p * ((yy - my) ** 2 + (xx - mx) ** 2)).sum() / 2, 1e-6)) / c.psf_oversampling
         classes = {}
         for k, obj in enumerate(det.objects):
             if k + 1 == central:
@@ -375,7 +390,7 @@ def real_instances(real, labels, max_central_distance: float = 0.25) -> list:
         target["id"] = c.id
         items.append((z, target))
     if not items:
-        raise ValueError(f"{real}: no cutout with an unflagged label in {labels} and a detected central")
+        raise ValueError(f"{real}: no cutout with a label free of quality flags in {labels} and a detected central")
     return items
 
 
@@ -479,13 +494,14 @@ def build_module(**hparams) -> AutomaskModule:
 
 def build_datamodule(train_dir, val_dir, batch_size: int = DEFAULTS["batch_size"], seed: int = 0,
                      num_workers: int = 0, real=None, labels=None, n_train: int | None = None,
-                     crop=DEFAULTS["crop"]) -> AutomaskData:
+                     crop=DEFAULTS["crop"], real_options: dict | None = None) -> AutomaskData:
     """The :class:`AutomaskData` for ``galmoss-auto train``; ``real`` + ``labels`` add
-    pseudo-labelled real cutouts (see :func:`real_instances`; both or neither); ``crop``: the
-    training crops (default :data:`DEFAULTS`' ``crop``; None = whole simulated cutouts)."""
+    pseudo-labelled real cutouts (see :func:`real_instances`; both or neither), read with the
+    run settings ``real_options``; ``crop``: the training crops (default :data:`DEFAULTS`'
+    ``crop``; None = whole simulated cutouts)."""
     if (real is None) != (labels is None):
         raise ValueError("real cutouts and their labels go together: give both real and labels, or neither")
-    items = real_instances(real, labels) if real is not None else None
+    items = real_instances(real, labels, options=real_options) if real is not None else None
     return AutomaskData(train_dir, val_dir, batch_size=batch_size, seed=seed, num_workers=num_workers,
                         n_train=n_train, real=items, crop=crop)
 

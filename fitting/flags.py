@@ -55,6 +55,21 @@ class Flag(IntFlag):
     CENTRE_OFFSET = 32768
 
 
+#: Bits that describe the input or the stages around the fit, not the fit: a row with no other
+#: bit set converged inside its bounds, on the pixels it was meant to fit.  Such rows are the
+#: labels that training on real cutouts takes (``galmoss-auto train --real``): SIGMA_ESTIMATED
+#: alone is on nearly every real cutout without a sigma map.
+INFORMATIONAL = (Flag.AUTO_MASKED_PIXELS | Flag.NEIGHBOUR_AT_BOUND | Flag.SIGMA_ESTIMATED
+                 | Flag.NO_ZEROPOINT | Flag.WEIGHTS_MISMATCH | Flag.INIT_FALLBACK)
+
+
+def is_clean_fit(flags) -> bool:
+    """True when ``flags`` holds no bit beyond :data:`INFORMATIONAL` (works on arrays too)."""
+    import numpy as np
+    out = (np.asarray(flags, dtype=np.int64) & ~np.int64(int(INFORMATIONAL))) == 0
+    return bool(out) if out.ndim == 0 else out
+
+
 def describe(flags: int) -> list[str]:
     """Names of the bits set in ``flags``, e.g. ``describe(3) == ['NOT_CONVERGED', 'AT_BOUND']``."""
     return [f.name for f in Flag if int(flags) & int(f)]

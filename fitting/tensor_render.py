@@ -43,9 +43,24 @@ def _component(component) -> Component:
     return cls(str(component))
 
 
+def _per_galaxy(value, B: int, name: str) -> list:
+    """A scalar or a (B,) sequence/tensor as a list of B Python numbers."""
+    if isinstance(value, torch.Tensor) and value.ndim > 0:
+        value = value.detach().cpu().reshape(-1).tolist()
+    elif isinstance(value, torch.Tensor):
+        return [value.item()] * B
+    elif isinstance(value, (list, tuple)) or hasattr(value, "__len__"):
+        value = [float(v) for v in value]
+    else:
+        return [value] * B
+    if len(value) != B:
+        raise ValueError(f"render_batch: {name} has {len(value)} values for {B} galaxies")
+    return value
+
+
 def render_batch(params: dict, zeropoint: torch.Tensor, psf: torch.Tensor | None,
                  shape: tuple[int, int], component="sersic", *, config: RenderConfig | None = None,
-                 psf_includes_pixel: bool = True) -> torch.Tensor:
+                 psf_includes_pixel=True, oversampling=1) -> torch.Tensor:
     """Model images (B, H, W), float32, differentiable in ``params``.
 
     params : {name: Tensor (B,)} in the renderer's natural units: x, y 0-based pixel
@@ -55,12 +70,17 @@ def render_batch(params: dict, zeropoint: torch.Tensor, psf: torch.Tensor | None
     psf : (B, h, w) unit-sum PSF images (the effective PSF, pixel included), centre pixel
         (h // 2, w // 2); None renders without convolution (integrated over pixels).
     shape : (H, W) of the images.
+    psf_includes_pixel : whether the PSF already contains the pixel response (True, the
+        usual effective PSF) or the pixel must be convolved in (False); one bool, or one per
+        galaxy (B,).
+    oversampling : PSF pixels per image pixel, a positive integer; one, or one per galaxy (B,)
+        (a batch of real cutouts may mix PSFs of several samplings).
     component : a profile kind (``"sersic"``, ``"expdisk"``, ``"devauc"``, ...) or a
         :class:`~galmoss_auto.fitting.profiles.base.Component`.
 
     Rendering runs in float32 with autocast disabled, so it is exact under mixed precision;
-    inputs of any float dtype are cast.  Raises ValueError on a missing parameter or a shape
-    mismatch.
+    inputs of any float dtype are cast.  Raises ValueError on a missing parameter, a shape
+    mismatch or an oversampling that is not a positive integer.
     """
     comp = _component(component)
     names = [s.name for s in comp.param_specs]
@@ -78,7 +98,13 @@ def render_batch(params: dict, zeropoint: torch.Tensor, psf: torch.Tensor | None
     if psf is not None:
         if psf.ndim != 3 or psf.shape[0] != B:
             raise ValueError(f"render_batch: psf must be (B={B}, h, w), got {tuple(psf.shape)}")
-        margin = psf_margin(tuple(psf.shape[-2:]))
+        factors = _per_galaxy(oversampling, B, "oversampling")
+        if not all(f >= 1 and f == int(f) for f in factors):
+            raise ValueError(f"render_batch: oversampling must be positive integers (PSF pixels "
+                             f"per image pixel), got {sorted(set(factors))}")
+        pixel = _per_galaxy(psf_includes_pixel, B, "psf_includes_pixel")
+        # the widest margin any galaxy's PSF needs (the finest sampling spans the most pixels)
+        margin = psf_margin(tuple(psf.shape[-2:]), int(min(factors)))
     else:
         margin = (0, 0)
     canvas = _canvas(H, W, margin, config, str(device))
@@ -86,7 +112,15 @@ def render_batch(params: dict, zeropoint: torch.Tensor, psf: torch.Tensor | None
         kernel = None
         if psf is not None:
             # psf_transfer takes arrays; the PSF carries no gradient, so a host copy is exact.
-            kernel = psf_transfer(canvas, psf.detach().to("cpu", torch.float64).numpy(), 1,
-                                  psf_includes_pixel)
+            # It takes one sampling per call: one call per (oversampling, pixel) group.
+            host = psf.detach().to("cpu", torch.float64).numpy()
+            groups = {}
+            for b, key in enumerate(zip(factors, pixel)):
+                groups.setdefault(key, []).append(b)
+            for (f, incl), rows in groups.items():
+                part = psf_transfer(canvas, host[rows], int(f), bool(incl))
+                if kernel is None:
+                    kernel = part.new_empty((B,) + tuple(part.shape[1:]))
+                kernel[rows] = part
         p = {comp.name: {n: params[n].to(torch.float32) for n in names}}
         return render(canvas, [comp], p, zeropoint.to(torch.float32), kernel=kernel)

@@ -1,7 +1,8 @@
 """Training items for the initializer: simulated shards and real cutouts with labels.
 
 An *item* is a dict: ``image``, ``sigma`` (H, W float32), ``mask`` (H, W bool, True = bad),
-``psf`` (h, w float32, unit sum), ``zeropoint``, ``pixel_scale`` (floats), ``target`` (dict of
+``psf`` (h, w float32, unit sum), ``psf_oversampling`` (PSF pixels per image pixel),
+``psf_includes_pixel``, ``zeropoint``, ``pixel_scale`` (floats), ``target`` (dict of
 the central galaxy's single-Sérsic parameters in catalog conventions: x, y 1-based, mag, r_e px,
 n, q, pa deg) and ``id``.  :func:`collate` pads a list of items of any sizes into a batch.
 
@@ -10,7 +11,10 @@ n, q, pa deg) and ``id``.  :func:`collate` pads a list of items of any sizes int
   segmentation footprints (labels >= 2) grown by one pixel, standing in for the masker.
   Centrals without a single-Sérsic truth (bulge+disk populations) are skipped.
 * :class:`LabelledCutouts` holds real cutouts with labels from a catalog of the pipeline's own
-  converged, unflagged fits (``flags == 0``), the self-training recipe.
+  converged fits with no quality flag (:func:`~galmoss_auto.fitting.flags.is_clean_fit`:
+  informational bits such as SIGMA_ESTIMATED allowed), the self-training recipe.  Each is read as the
+  initializer reads it in ``run`` (:func:`~galmoss_auto.initnet.inputs.cutout_arrays`: measured
+  sky removed, the PSF at its own sampling).
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ import numpy as np
 import torch
 
 from galmoss_auto.data_scripts.shards import ShardDataset
+
+from galmoss_auto.fitting.flags import is_clean_fit
+
+from .inputs import cutout_arrays
 
 __all__ = ["TARGET_KEYS", "SimItems", "LabelledCutouts", "Mixed", "collate", "labels_from_catalog"]
 
@@ -83,14 +91,16 @@ class SimItems(torch.utils.data.IterableDataset):
             mask = _grow(seg >= 2)
             count += 1
             yield {"image": it["image"], "sigma": it["sigma"], "mask": torch.from_numpy(mask),
-                   "psf": it["psf"], "zeropoint": self.zeropoint, "pixel_scale": self.pixel_scale,
+                   "psf": it["psf"], "psf_oversampling": 1.0, "psf_includes_pixel": True,
+                   "zeropoint": self.zeropoint, "pixel_scale": self.pixel_scale,
                    "target": target, "id": it["id"],
                    "psf_fwhm_arcsec": t.get("psf_fwhm", math.nan)}
 
 
 def labels_from_catalog(catalog, component: str = "sersic") -> dict:
-    """{id: target dict} from a fit catalog (astropy Table or path): rows with ``flags == 0``
-    (converged, unflagged) and finite ``<component>_<p>`` values."""
+    """{id: target dict} from a fit catalog (astropy Table or path): rows whose flags hold no
+    quality bit (:func:`~galmoss_auto.fitting.flags.is_clean_fit`) and finite
+    ``<component>_<p>`` values; a catalog without ``flags`` is used whole."""
     from astropy.table import Table
 
     table = catalog if hasattr(catalog, "colnames") else Table.read(str(catalog))
@@ -101,8 +111,8 @@ def labels_from_catalog(catalog, component: str = "sersic") -> dict:
         raise ValueError(f"{where}: label catalog lacks column(s) {missing}")
     out = {}
     flags = np.asarray(table["flags"]) if "flags" in table.colnames else np.zeros(len(table), int)
-    for row, f in zip(table, flags):
-        if int(f) != 0:
+    for row, clean in zip(table, np.atleast_1d(is_clean_fit(flags))):
+        if not clean:
             continue
         vals = {k: float(row[f"{component}_{k}"]) for k in TARGET_KEYS}
         if all(math.isfinite(v) for v in vals.values()):
@@ -111,9 +121,10 @@ def labels_from_catalog(catalog, component: str = "sersic") -> dict:
 
 
 class LabelledCutouts(torch.utils.data.IterableDataset):
-    """Real cutouts (list of :class:`~galmoss_auto.fitting.cutout.Cutout`, masks applied) with
-    labels ``{id: target}`` (see :func:`labels_from_catalog`); cutouts without a label are left
-    out.  Raises ValueError when none is labelled."""
+    """Real cutouts (list of :class:`~galmoss_auto.fitting.cutout.Cutout`, masks applied, as
+    the initializer sees them: :func:`galmoss_auto.pipelines.run.prepare_cutouts` gives them)
+    with labels ``{id: target}`` (see :func:`labels_from_catalog`); cutouts without a label are
+    left out.  Raises ValueError when none is labelled."""
 
     def __init__(self, cutouts, labels: dict, shuffle: bool = False, seed: int = 0):
         super().__init__()
@@ -124,16 +135,17 @@ class LabelledCutouts(torch.utils.data.IterableDataset):
                 continue
             if c.psf is None:
                 raise ValueError(f"{c.source or c.id}: fine-tuning needs a PSF for every cutout")
-            self.items.append({"image": torch.as_tensor(c.image, dtype=torch.float32),
-                               "sigma": torch.as_tensor(c.sigma if c.sigma is not None else np.ones(c.shape),
-                                                        dtype=torch.float32),
-                               "mask": torch.as_tensor(c.mask, dtype=torch.bool),
-                               "psf": torch.as_tensor(c.psf, dtype=torch.float32),
+            a = cutout_arrays(c)
+            self.items.append({"image": torch.from_numpy(a["image"]), "sigma": torch.from_numpy(a["sigma"]),
+                               "mask": torch.from_numpy(a["mask"]), "psf": torch.from_numpy(a["psf"]),
+                               "psf_oversampling": a["oversampling"],
+                               "psf_includes_pixel": a["psf_includes_pixel"],
                                "zeropoint": float(c.zeropoint),
                                "pixel_scale": float(c.pixel_scale) if c.pixel_scale else math.nan,
                                "target": target, "id": str(c.id), "psf_fwhm_arcsec": math.nan})
         if not self.items:
-            raise ValueError("no cutout has a label (ids must match the label catalog's unflagged rows)")
+            raise ValueError("no cutout has a label (ids must match the label catalog's rows "
+                             "without a quality flag)")
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -184,8 +196,9 @@ class Mixed(torch.utils.data.IterableDataset):
 
 def collate(items: list[dict]) -> dict:
     """Pad items into a batch: image/sigma/mask (B, H, W) (padding masked), psf (B, h, w)
-    (zero-padded around its centre to the largest odd size), zeropoint/pixel_scale (B,),
-    target (B, 7) float64 in TARGET_KEYS order, shapes, ids."""
+    (zero-padded around its centre to the largest odd size), zeropoint/pixel_scale/
+    oversampling (B,), psf_includes_pixel (B,) bool, target (B, 7) float64 in TARGET_KEYS
+    order, shapes, ids."""
     B = len(items)
     H = max(it["image"].shape[0] for it in items)
     W = max(it["image"].shape[1] for it in items)
@@ -205,6 +218,8 @@ def collate(items: list[dict]) -> dict:
     return {"image": image, "sigma": sigma, "mask": mask, "psf": psf,
             "zeropoint": torch.tensor([it["zeropoint"] for it in items], dtype=torch.float32),
             "pixel_scale": torch.tensor([it["pixel_scale"] for it in items], dtype=torch.float32),
+            "oversampling": torch.tensor([float(it.get("psf_oversampling", 1.0)) for it in items]),
+            "psf_includes_pixel": torch.tensor([bool(it.get("psf_includes_pixel", True)) for it in items]),
             "target": target, "shapes": [tuple(it["image"].shape) for it in items],
             "ids": [it["id"] for it in items],
             "psf_fwhm_arcsec": torch.tensor([it.get("psf_fwhm_arcsec", math.nan) for it in items])}

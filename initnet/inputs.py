@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["N_CHANNELS", "N_SCALARS", "N_PROFILE", "NetInputs", "psf_scalars", "growth_radii", "light_measures",
-           "moment_ellipticity", "window_moments", "gaussian_moments", "baseline_coords", "prepare_inputs", "stack_cutouts"]
+           "moment_ellipticity", "window_moments", "gaussian_moments", "baseline_coords", "prepare_inputs", "stack_cutouts", "cutout_arrays"]
 
 N_CHANNELS = 3
 N_SCALARS = 10
@@ -56,6 +56,8 @@ class NetInputs:
     centre : int, crop index of the detected centre pixel (crop // 2).
     psf_fwhm : (B,) PSF FWHM in pixels.
     baseline : (B, 8) the residual form's shift (:func:`baseline_coords`).
+    oversampling : (B,) PSF pixels per image pixel; psf_includes_pixel : (B,) bool (how the
+    χ² loss renders with ``psf``; None: 1 and True).
     """
 
     x: torch.Tensor
@@ -72,6 +74,8 @@ class NetInputs:
     psf_fwhm: torch.Tensor
     r50: torch.Tensor | None = None
     baseline: torch.Tensor | None = None
+    oversampling: torch.Tensor | None = None
+    psf_includes_pixel: torch.Tensor | None = None
 
 
 def growth_radii(img: torch.Tensor, good: torch.Tensor, centre: int, total: torch.Tensor,
@@ -241,40 +245,55 @@ def psf_scalars(psf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return fwhm, (ixx - iyy) / t, 2.0 * ixy / t
 
 
-def stack_cutouts(cutouts, device) -> dict:
-    """Stack cutouts of any sizes into padded tensors on ``device``.
+def cutout_arrays(cutout) -> dict:
+    """One cutout as the initializer reads it, at inference and in fine-tuning alike: image
+    with the measured sky (``cutout.meta["sky"].level``, when present) removed, sigma (1 where
+    none), mask, PSF (a ~1 px kernel where none), ``oversampling`` (PSF pixels per image pixel)
+    and ``psf_includes_pixel``; numpy arrays and Python scalars."""
+    # starting values describe the galaxy alone: remove the measured sky, when there is one
+    sky = getattr(cutout, "meta", {}).get("sky")
+    has_psf = cutout.psf is not None
+    level = float(getattr(sky, "level", 0.0) or 0.0)
+    return {"image": (np.asarray(cutout.image, np.float64) - level).astype(np.float32),
+            "sigma": (np.ones(cutout.shape, np.float32) if cutout.sigma is None
+                      else np.asarray(cutout.sigma, np.float32)),
+            "mask": np.asarray(cutout.mask, bool),
+            "psf": np.asarray(cutout.psf, np.float32) if has_psf else _delta_psf(),
+            "oversampling": float(cutout.psf_oversampling) if has_psf else 1.0,
+            "psf_includes_pixel": bool(cutout.psf_includes_pixel) if has_psf else True}
 
-    The measured sky (``cutout.meta["sky"].level``, when present) is subtracted.  Images are
-    padded (masked) to the largest size, PSFs zero-padded symmetrically to the
+
+def stack_cutouts(cutouts, device) -> dict:
+    """Stack cutouts of any sizes (each read by :func:`cutout_arrays`) into padded tensors on
+    ``device``.
+
+    Images are padded (masked) to the largest size, PSFs zero-padded symmetrically to the
     largest odd size (their centre pixel stays the centre).  Returns a dict with image, sigma,
     mask (B, H, W), psf (B, h, w), zeropoint, pixel_scale, oversampling (PSF pixels per image
-    pixel, 1 without a PSF) (B,), shapes (list of (h, w)).
+    pixel, 1 without a PSF), psf_includes_pixel (bool) (B,), shapes (list of (h, w)).
     """
+    arrays = [cutout_arrays(c) for c in cutouts]
     B = len(cutouts)
     H = max(c.shape[0] for c in cutouts)
     W = max(c.shape[1] for c in cutouts)
-    psfs = [c.psf if c.psf is not None else _delta_psf() for c in cutouts]
-    ph = max(p.shape[0] // 2 for p in psfs) * 2 + 1
-    pw = max(p.shape[1] // 2 for p in psfs) * 2 + 1
+    ph = max(a["psf"].shape[0] // 2 for a in arrays) * 2 + 1
+    pw = max(a["psf"].shape[1] // 2 for a in arrays) * 2 + 1
     image = np.zeros((B, H, W), np.float32)
     sigma = np.ones((B, H, W), np.float32)
     mask = np.ones((B, H, W), bool)
     psf = np.zeros((B, ph, pw), np.float32)
-    for i, c in enumerate(cutouts):
-        h, w = c.shape
-        # starting values describe the galaxy alone: remove the measured sky, when there is one
-        sky = getattr(c, "meta", {}).get("sky")
-        image[i, :h, :w] = c.image - float(getattr(sky, "level", 0.0) or 0.0)
-        sigma[i, :h, :w] = 1.0 if c.sigma is None else c.sigma
-        mask[i, :h, :w] = c.mask
-        p = psfs[i]
+    for i, a in enumerate(arrays):
+        h, w = a["image"].shape
+        image[i, :h, :w], sigma[i, :h, :w], mask[i, :h, :w] = a["image"], a["sigma"], a["mask"]
+        p = a["psf"]
         oy, ox = ph // 2 - p.shape[0] // 2, pw // 2 - p.shape[1] // 2
         psf[i, oy:oy + p.shape[0], ox:ox + p.shape[1]] = p
     pix = [c.pixel_scale if c.pixel_scale else float("nan") for c in cutouts]
     t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)
     return {"image": t(image), "sigma": t(sigma), "mask": t(mask, torch.bool), "psf": t(psf),
             "zeropoint": t([c.zeropoint for c in cutouts]), "pixel_scale": t(pix),
-            "oversampling": t([float(c.psf_oversampling) if c.psf is not None else 1.0 for c in cutouts]),
+            "oversampling": t([a["oversampling"] for a in arrays]),
+            "psf_includes_pixel": t([a["psf_includes_pixel"] for a in arrays], torch.bool),
             "shapes": [tuple(c.shape) for c in cutouts]}
 
 
@@ -295,7 +314,8 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
                    zeropoint: torch.Tensor, pixel_scale: torch.Tensor, crop: int = 64,
                    aperture: float = 16.0, search_radius: float = 6.0,
                    shapes: list | None = None, profile: bool = False,
-                   oversampling: torch.Tensor | None = None) -> NetInputs:
+                   oversampling: torch.Tensor | None = None,
+                   psf_includes_pixel: torch.Tensor | None = None) -> NetInputs:
     """Batch of cutouts (B, H, W) -> :class:`NetInputs` (see the module docstring; ``profile``:
     append the profile scalars, item 6).
 
@@ -303,6 +323,8 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
     taken from it); default (H, W) for all.  ``pixel_scale`` NaN (unknown) is read as 0.262".
     ``oversampling`` (B,): PSF pixels per image pixel (default 1): the PSF's widths are
     measured in its own pixels and given to the network in image pixels.
+    ``psf_includes_pixel`` (B,) bool (default True): kept, with ``oversampling``, for the χ²
+    loss's rendering.
     """
     if crop < 16 or crop % 2:
         raise ValueError(f"crop must be an even number of pixels >= 16, got {crop}")
@@ -382,4 +404,4 @@ def prepare_inputs(image: torch.Tensor, sigma: torch.Tensor, mask: torch.Tensor,
     return NetInputs(x=x, scalars=scalars, image=c_img, sigma=c_sig, mask=c_msk, psf=psf,
                      zeropoint=zeropoint.to(torch.float32), mag_ref=mag_ref, snr=snr_ref,
                      origin=torch.stack([oy, ox], dim=1), centre=half, psf_fwhm=fwhm, r50=r50,
-                     baseline=baseline)
+                     baseline=baseline, oversampling=scale, psf_includes_pixel=psf_includes_pixel)

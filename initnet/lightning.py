@@ -99,7 +99,10 @@ class InitNetModule(L.LightningModule):
                                 batch["psf"].to(dev), batch["zeropoint"].to(dev),
                                 batch["pixel_scale"].to(dev), crop=hp.crop, aperture=hp.aperture,
                                 search_radius=hp.search_radius, shapes=batch.get("shapes"),
-                                profile=bool(hp.get("profile", False)))
+                                profile=bool(hp.get("profile", False)),
+                                oversampling=batch["oversampling"].to(dev) if "oversampling" in batch else None,
+                                psf_includes_pixel=(batch["psf_includes_pixel"].to(dev)
+                                                    if "psf_includes_pixel" in batch else None))
         t = batch["target"].to(dev)
         target = targets_from_catalog(*t.unbind(1), inputs.origin, inputs.centre, inputs.mag_ref.double())
         return inputs, target.float()
@@ -193,11 +196,14 @@ class InitNetDataModule(L.LightningDataModule):
         ``real`` is given (then 10 % of the labelled cutouts, chosen by ``seed``, validate).
     real : list of Cutouts (masks applied), or anything :func:`galmoss_auto.pipelines` can read
         (a manifest, a folder, a glob) given as a str/Path.
-    labels : catalog (Table or path) of converged fits; rows with flags == 0 are used.
+    labels : catalog (Table or path) of converged fits; rows without a quality flag are used
+        (:func:`~galmoss_auto.initnet.data.labels_from_catalog`).
+    real_options : the settings (:class:`~galmoss_auto.pipelines.config.RunConfig` fields) the
+        real cutouts are prepared with when ``real`` is a path (see :func:`_read_real`).
     """
 
     def __init__(self, train_dir=None, val_dir=None, batch_size: int = 64, seed: int = 0,
-                 num_workers: int = 0, real=None, labels=None):
+                 num_workers: int = 0, real=None, labels=None, real_options: dict | None = None):
         super().__init__()
         if train_dir is None and real is None:
             raise ValueError("give train_dir (simulated shards) and/or real cutouts with labels")
@@ -207,7 +213,7 @@ class InitNetDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.train_dir, self.val_dir = train_dir, val_dir
         self.batch_size, self.seed, self.num_workers = int(batch_size), int(seed), int(num_workers)
-        self.real, self.labels = real, labels
+        self.real, self.labels, self.real_options = real, labels, dict(real_options or {})
         self.train_set = self.val_set = None
 
     @staticmethod
@@ -224,8 +230,8 @@ class InitNetDataModule(L.LightningDataModule):
                  for f in self._folders(self.train_dir)]
         val = [SimItems(f, shuffle=False, rank=rank, world_size=world) for f in self._folders(self.val_dir)]
         if self.real is not None:
-            cutouts = _read_real(self.real)
             labels = self.labels if isinstance(self.labels, dict) else labels_from_catalog(self.labels)
+            cutouts = _read_real(self.real, self.real_options, ids=labels)
             ids = sorted(c.id for c in cutouts if str(c.id) in labels)
             rng = np.random.default_rng(self.seed)
             held = set(rng.choice(ids, size=max(1, len(ids) // 10), replace=False)) if len(ids) >= 10 else set()
@@ -248,23 +254,38 @@ class InitNetDataModule(L.LightningDataModule):
         return self._loader(self.val_set) if self.val_set is not None else []
 
 
-def _read_real(real) -> list:
-    """Cutouts from a list of Cutouts, or from FITS files (a folder's ``*.fits``, a glob, or one
-    file) read by :func:`galmoss_auto.fitting.read_cutout` (SIGMA, PSF, MASK extensions and the
-    header zero-point and pixel scale; the id is the file name without extension)."""
+def _read_real(real, options: dict | None = None, ids=None) -> list:
+    """The initializer's view of real cutouts: a list of Cutouts is used as given (masks
+    applied, as the initializer is to see them); anything ``run`` reads (a manifest, a folder,
+    a glob, one FITS file) is prepared as ``run`` prepares it
+    (:func:`galmoss_auto.pipelines.run.prepare_cutouts`: survey defaults, sky measured, the
+    run's masker, the modelled neighbours hidden), with ``options`` the
+    :class:`~galmoss_auto.pipelines.config.RunConfig` settings of the run that labelled them
+    (mask, sky, survey, band, zoo, psf, zeropoint, pixel_scale, ...).  Cutouts that cannot be
+    read or masked are left out with a warning.  ``ids``: only these galaxies are prepared."""
     if isinstance(real, (list, tuple)) and all(hasattr(c, "image") for c in real):
         return list(real)
-    import glob
-    from pathlib import Path
+    import tempfile
+    import warnings
 
-    from galmoss_auto.fitting.cutout import read_cutout
+    from galmoss_auto.fitting.flags import Flag
+    from galmoss_auto.pipelines.config import RunConfig
+    from galmoss_auto.pipelines.prepare import init_view
+    from galmoss_auto.pipelines.run import prepare_cutouts
 
-    path = Path(str(real))
-    files = (sorted(path.glob("*.fits")) if path.is_dir() else
-             [path] if path.is_file() else [Path(p) for p in sorted(glob.glob(str(real)))])
-    if not files:
-        raise FileNotFoundError(f"{real}: no FITS cutouts found")
-    return [read_cutout(str(f), id=f.name.split(".")[0]) for f in files]
+    settings = {"progress": False, **(options or {})}
+    with tempfile.TemporaryDirectory(prefix="galmoss-finetune-") as out:
+        prepared, failures = prepare_cutouts(RunConfig(input=str(real), out=out, **settings), ids=ids)
+    kept = [g for g in prepared if not g.flags & int(Flag.MASK_FAILED)]
+    left = [f"{f.id}: {f.message}" for f in failures] + [
+        f"{g.id}: its masker failed ({g.columns.get('message', '')})" for g in prepared
+        if g.flags & int(Flag.MASK_FAILED)]
+    if left:
+        warnings.warn(f"{real}: {len(left)} real cutout(s) left out of fine-tuning: " + "; ".join(left[:5])
+                      + (" ..." if len(left) > 5 else ""), stacklevel=2)
+    if not kept:
+        raise ValueError(f"{real}: no real cutout could be prepared for fine-tuning")
+    return [init_view(g) for g in kept]
 
 
 def build_module(**hparams) -> InitNetModule:
@@ -281,11 +302,13 @@ def build_module(**hparams) -> InitNetModule:
 
 
 def build_datamodule(train_dir, val_dir, batch_size: int = DEFAULTS["batch_size"], seed: int = 0,
-                     num_workers: int = 0, real=None, labels=None) -> InitNetDataModule:
+                     num_workers: int = 0, real=None, labels=None,
+                     real_options: dict | None = None) -> InitNetDataModule:
     """The data module over simulated folders and/or real labelled cutouts (see
     :class:`InitNetDataModule`)."""
     return InitNetDataModule(train_dir, val_dir, batch_size=batch_size, seed=seed,
-                             num_workers=num_workers, real=real, labels=labels)
+                             num_workers=num_workers, real=real, labels=labels,
+                             real_options=real_options)
 
 
 def evaluate(module, sim_dir, device="cpu", **kw) -> dict:

@@ -18,7 +18,7 @@
   keeps ``"mse"`` as its own default.
 * **χ²**: the predicted parameters are rendered by the fitter's own renderer
   (:func:`galmoss_auto.fitting.render_batch`, float32 with autocast off) on the crop, with its
-  PSF, and compared with the data: ``χ²_ν = Σ_good ((data - model) / sigma)² / N_good``.  Its
+  PSF at the PSF's own sampling (``oversampling``, ``psf_includes_pixel``), and compared with the data: ``χ²_ν = Σ_good ((data - model) / sigma)² / N_good``.  Its
   logarithm is used so that a bright galaxy (χ²_ν ~ 10^4 at a poor guess) and a faint one
   (~2) weigh alike and the term is O(1) like the NLL; at the truth ``ln χ²_ν ≈ 0``.  λ = 1 by
   default: both terms then move the network (the ablation in benchmarks/initnet_eval.py).
@@ -61,7 +61,10 @@ def chi2_nu(coords: torch.Tensor, inputs) -> torch.Tensor:
     """Reduced χ² (B,) of the models implied by coordinates (B, 8) against the crops of
     :class:`~galmoss_auto.initnet.inputs.NetInputs` ``inputs``."""
     p = natural_from_coords(coords.float(), inputs.centre, inputs.mag_ref, safe=True)
-    model = render_batch(p, inputs.zeropoint, inputs.psf, tuple(inputs.image.shape[-2:]))
+    pixel = True if inputs.psf_includes_pixel is None else inputs.psf_includes_pixel
+    factor = 1 if inputs.oversampling is None else inputs.oversampling
+    model = render_batch(p, inputs.zeropoint, inputs.psf, tuple(inputs.image.shape[-2:]),
+                         psf_includes_pixel=pixel, oversampling=factor)
     good = ~inputs.mask
     r = torch.where(good, (inputs.image - model) / inputs.sigma, torch.zeros_like(model))
     n = good.sum(dim=(1, 2)).clamp(min=1).float()

@@ -138,7 +138,8 @@ class InitNetInitializer:
             inputs = prepare_inputs(s["image"], s["sigma"], s["mask"], s["psf"], s["zeropoint"],
                                     s["pixel_scale"], crop=self.crop, aperture=self.aperture,
                                     search_radius=self.search_radius, shapes=s["shapes"],
-                                    profile=self.profile, oversampling=s["oversampling"])
+                                    profile=self.profile, oversampling=s["oversampling"],
+                                    psf_includes_pixel=s["psf_includes_pixel"])
             coords, sigma = run_network(self.net, inputs, self.residual)
             v, e, ok = decode(coords, sigma, inputs)
             vals.append(v)

@@ -300,7 +300,7 @@ def _with_checkpoint(getter, name: str, ckpt):
         return getter(name, checkpoint=str(ckpt.path))
 
 
-def _build_stages(cfg: RunConfig, stream):
+def build_stages(cfg: RunConfig, stream):
     """(masker, initializer, BatchStages, {stage: checkpoint record}, notes)."""
     detect_cfg = DetectConfig(thresh=cfg.detect_thresh)
     try:
@@ -350,6 +350,56 @@ def _build_stages(cfg: RunConfig, stream):
     batch = BatchStages(masker, initializer, sep_masker, sep_init, checks, cfg.strict,
                         warn=lambda msg: stream.write(f"galmoss-auto: warning: {msg}\n"))
     return masker, initializer, batch, checkpoints, notes
+
+
+def attach_defaults(records: list[dict], cfg: RunConfig, psf_dir) -> list[dict]:
+    """The run's fall-backs on ``records`` (in place): its options first, then its survey
+    preset's (whose PSF is written into ``psf_dir``)."""
+    options = {k: getattr(cfg, k) for k in ("psf", "zeropoint", "pixel_scale", "gain",
+                                            "saturation") if getattr(cfg, k) is not None}
+    apply_defaults(records, options, "option")
+    return apply_defaults(records, survey_defaults(cfg.survey, cfg.band, psf_dir), "survey")
+
+
+def prepare_cutouts(cfg: RunConfig, ids=None, stream=None) -> tuple[list[Prepared], list[CutoutFailure]]:
+    """Everything ``run`` does to ``cfg.input``'s galaxies before the fit, and nothing after:
+    the same reader and defaults, noise step, masker (``cfg.mask``, learned where a checkpoint
+    resolves) and sky mode; the initializer is sep's (cheap; the caller wants the cutouts).
+
+    ``ids``: only these galaxies (default all).  Returns the prepared galaxies (their
+    initializer's view is :func:`galmoss_auto.pipelines.prepare.init_view`) and the cutouts
+    that could not be read or measured.  Used by training on real cutouts, so that a network
+    learns from cutouts prepared exactly as ``run`` prepares them.  Raises :class:`RunError`
+    for unusable settings or input; ``cfg.out`` is not written to."""
+    import dataclasses
+    import tempfile
+
+    stream = stream if stream is not None else sys.stderr
+    try:
+        records = read_inputs(cfg.input)
+    except (InputError, ValueError, OSError) as exc:
+        raise RunError(str(exc)) from None
+    if ids is not None:
+        wanted = {str(i) for i in ids}
+        records = [r for r in records if str(r["id"]) in wanted]
+    cfg = dataclasses.replace(cfg, init="sep")
+    masker, initializer, batch_stages, _, notes = build_stages(cfg, stream)
+    for note in notes:
+        stream.write(f"galmoss-auto: {note}\n")
+    device = _pick_device(cfg.device)
+    prepared, failures = [], []
+    with tempfile.TemporaryDirectory(prefix="galmoss-prepare-") as psf_dir:
+        try:
+            attach_defaults(records, cfg, Path(psf_dir))
+        except (InputError, ValueError) as exc:
+            raise RunError(str(exc)) from None
+        # the survey PSF file is read while the loader runs, inside the temporary folder
+        for chunk in cutout_loader(records, batch_size=cfg.chunk_size or 128, num_workers=cfg.workers,
+                                   transform=Preparer(masker, initializer, cfg.sky)):
+            batch_stages(chunk, device)
+            prepared += [g for g in chunk if isinstance(g, Prepared)]
+            failures += [g for g in chunk if isinstance(g, CutoutFailure)]
+    return prepared, failures
 
 
 def merge_run(out, order: list[str] | None = None) -> Table:
@@ -412,10 +462,7 @@ def _run_locked(cfg: RunConfig, model, stream, records, digest, t_start) -> dict
     store = ShardStore(out, tag=f"r{cfg.rank}" if multi else None)
     try:
         _prepare_out_dir(cfg, store, digest)
-        options = {k: getattr(cfg, k) for k in ("psf", "zeropoint", "pixel_scale", "gain",
-                                                "saturation") if getattr(cfg, k) is not None}
-        apply_defaults(records, options, "option")
-        apply_defaults(records, survey_defaults(cfg.survey, cfg.band, out / "psf"), "survey")
+        attach_defaults(records, cfg, out / "psf")
     except (InputError, ValueError) as exc:
         raise RunError(str(exc)) from None
     except OSError as exc:
@@ -426,7 +473,7 @@ def _run_locked(cfg: RunConfig, model, stream, records, digest, t_start) -> dict
     done = store.done_ids() if cfg.resume else set()
     todo = [r for r in mine if r["id"] not in done]
 
-    masker, initializer, batch_stages, checkpoints, notes = _build_stages(cfg, stream)
+    masker, initializer, batch_stages, checkpoints, notes = build_stages(cfg, stream)
     for note in notes:
         stream.write(f"galmoss-auto: {note}\n")
     fit_model = run_model(model, cfg.sky)

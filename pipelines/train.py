@@ -17,7 +17,7 @@ Steps, for each chosen stage (``all`` = automask then initnet):
    settings.  ``--data SIMDIR`` trains on an existing ``galmoss-auto simulate`` output instead
    (validation still simulated, unless SIMDIR holds ``train/`` and ``val/``).  ``--real
    CUTOUTS --labels CATALOG`` adds real cutouts with labels (a previous run's catalog, whose
-   converged unflagged fits are used, or a user catalog) to the stage's data module.
+   converged fits without a quality flag are used, or a user catalog) to the stage's data module.
 2. **Training** with one Lightning Trainer configuration for every stage: ``--devices`` x
    ``--num-nodes`` processes (DDP when > 1, gloo on the CPU, NCCL on GPUs), ``--precision``,
    ``default_root_dir = ZOO/lightning/<stage>``, a ``last.ckpt`` saved every epoch (``--resume``
@@ -167,8 +167,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--real", default=None, metavar="CUTOUTS",
                    help="real cutouts (as for run) to fine-tune on; needs --labels")
     d.add_argument("--labels", default=None, metavar="CATALOG",
-                   help="labels for --real: a galmoss-auto run catalog (converged, unflagged "
-                        "fits are used) or a catalog with id and sersic_<param> columns")
+                   help="labels for --real: a galmoss-auto run catalog (converged fits with no "
+                        "quality flag are used; informational flags such as SIGMA_ESTIMATED "
+                        "are allowed) or a catalog with id and sersic_<param> columns")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=None, help="epochs (default: the stage's)")
     t.add_argument("--batch-size", dest="batch_size", type=int, default=None,
@@ -679,6 +680,30 @@ def train(opts: TrainOptions) -> dict | None:
                           *fitted[name]) for name in stages}
 
 
+#: the settings of the run that labelled real cutouts that also decide how they are prepared
+REAL_RUN_KEYS = ("mask", "sky", "survey", "band", "psf", "zeropoint", "pixel_scale", "gain",
+                 "saturation", "zoo", "weights", "strict", "detect_thresh", "dilate")
+
+
+def real_run_options(opts) -> dict:
+    """How ``--real`` cutouts are prepared (the fields of
+    :class:`~galmoss_auto.pipelines.config.RunConfig`): as the run that labelled them prepared
+    them when ``--labels`` is a run's catalog (its folder's ``run.json``), so that the network
+    learns from the inputs the labels were fitted on; else as ``run --survey S --band B`` with
+    this command's survey and band."""
+    record = Path(str(opts.labels)).parent / "run.json"
+    if record.is_file():
+        try:
+            config = json.loads(record.read_text()).get("config", {})
+        except (OSError, ValueError) as exc:
+            raise TrainError(f"{record}: unreadable run record ({exc})") from None
+        options = {k: config[k] for k in REAL_RUN_KEYS if k in config}
+        if "weights" in options:
+            options["weights"] = tuple(options["weights"] or ())
+        return options
+    return {"survey": opts.survey, "band": opts.band}
+
+
 def _fit_all(opts, accelerator, stages, plan) -> dict:
     """Train every stage with the one Trainer configuration; {name: (module, trainer, meter)}."""
     import lightning as L
@@ -694,9 +719,10 @@ def _fit_all(opts, accelerator, stages, plan) -> dict:
             # hyperparameters (defaults may have changed since it was written)
             module = type(module).load_from_checkpoint(p["ckpt"], map_location="cpu")
         try:
+            real = {"real": opts.real, "labels": opts.labels,
+                    "real_options": real_run_options(opts)} if opts.real else {}
             dm = stage.build_datamodule(p["train_dir"], p["val_dir"], batch_size=s["batch_size"],
-                                        seed=opts.seed, num_workers=workers, real=opts.real,
-                                        labels=opts.labels)
+                                        seed=opts.seed, num_workers=workers, **real)
         except (ValueError, FileNotFoundError) as exc:
             raise TrainError(f"stage {name}: {exc}") from None
         root = _stage_root(opts, name)

@@ -83,7 +83,7 @@ class TinyData(L.LightningDataModule):
 
 
 def build_datamodule(train_dir, val_dir, batch_size=4, seed=0, num_workers=0, real=None,
-                     labels=None) -> TinyData:
+                     labels=None, real_options=None) -> TinyData:
     if real is not None:
         raise ValueError("the tiny stage does not fine-tune on real cutouts")
     return TinyData(train_dir, val_dir, batch_size, seed, num_workers)
