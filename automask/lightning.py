@@ -42,8 +42,8 @@ from .maskrcnn import ANCHOR_SIZES_128, CENTRAL, CLASSES, maskrcnn
 from .normalise import normalise_batch
 
 __all__ = ["DEFAULTS", "CROP_STEP", "AutomaskModule", "AutomaskData", "ShardInstances", "build_module",
-           "build_datamodule", "evaluate", "export", "report_figures", "augment", "centre_crop",
-           "crop_sides", "collate"]
+           "inference_network", "build_datamodule", "evaluate", "export", "report_figures", "augment",
+           "centre_crop", "crop_sides", "collate"]
 
 #: Defaults of ``galmoss-auto train --stage automask`` (cost: see the module docstring).
 DEFAULTS = {
@@ -506,8 +506,10 @@ def build_datamodule(train_dir, val_dir, batch_size: int = DEFAULTS["batch_size"
                         n_train=n_train, real=items, crop=crop)
 
 
-def _network(module):
+def inference_network(module) -> torch.nn.Module:
+    """The network that :func:`export` saves (and ``train --init-weights`` loads into)."""
     return module.model if isinstance(module, AutomaskModule) else module
+
 
 
 def evaluate(module, sim_dir, device="cpu", batch_size: int = 16, limit: int | None = None,
@@ -525,7 +527,7 @@ def evaluate(module, sim_dir, device="cpu", batch_size: int = 16, limit: int | N
     from .sep_masker import SepMasker
     from .detect import detect
 
-    net = _network(module)
+    net = inference_network(module)
     masker = MaskRCNNMasker(network=net, device=device)
     folders = _sim_folders(sim_dir)
     rows = []
@@ -630,7 +632,7 @@ def export(module, zoo_dir, *, survey: str, bands, training: dict, evaluation: d
 
     from galmoss_auto import __version__ as pkg_version
     bands = [bands] if isinstance(bands, str) else list(bands)
-    net = _network(module)
+    net = inference_network(module)
     kwargs = _builder_kwargs(module)
     delta = evaluation.get("fp16_central_iou_delta")
     fp16 = delta is not None and np.isfinite(delta) and delta >= -0.002
@@ -681,7 +683,7 @@ def report_figures(module, sim_dir, out_dir, n: int = 8, device="cpu") -> list[P
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    masker = MaskRCNNMasker(network=_network(module), device=device)
+    masker = MaskRCNNMasker(network=inference_network(module), device=device)
     shard = read_shard(shard_files(_sim_folders(sim_dir)[0])[0])
     cut = cutouts_from_shard(shard)[:n]
     results, details = masker.mask_batch(cut, device, return_details=True)

@@ -38,8 +38,8 @@ from .inputs import N_PROFILE, N_SCALARS, prepare_inputs
 from .loss import InitNetLoss
 from .resnet import build_initnet
 
-__all__ = ["DEFAULTS", "dihedral", "InitNetModule", "InitNetDataModule", "build_module", "build_datamodule",
-           "evaluate", "export", "report_figures"]
+__all__ = ["DEFAULTS", "dihedral", "InitNetModule", "InitNetDataModule", "build_module",
+           "inference_network", "build_datamodule", "evaluate", "export", "report_figures"]
 
 #: Default training size.  Cost measured on the 2-core CPU VM, one thread per job, two jobs at
 #: once: simulating 36000 64-px SDSS cutouts takes ~3 min (HSC/LSST ~2x longer); training runs
@@ -286,6 +286,11 @@ def _read_real(real, options: dict | None = None, ids=None) -> list:
     if not kept:
         raise ValueError(f"{real}: no real cutout could be prepared for fine-tuning")
     return [init_view(g) for g in kept]
+
+
+def inference_network(module) -> torch.nn.Module:
+    """The network that :func:`export` saves (and ``train --init-weights`` loads into)."""
+    return module.net
 
 
 def build_module(**hparams) -> InitNetModule:

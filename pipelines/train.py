@@ -5,6 +5,7 @@
     galmoss-auto train --survey sdss|legacy|hsc|lsst|FILE.toml --band r --out ZOO
                        [--stage automask|initnet|all] [--n-train N] [--epochs E] [--seed S]
                        [--data SIMDIR] [--real CUTOUTS --labels CATALOG]
+                       [--init-weights [STAGE=]NAME|FILE]
                        [--devices N] [--num-nodes M] [--accelerator cpu|gpu|auto]
                        [--precision 32-true|bf16-mixed|16-mixed] [--resume | --overwrite]
 
@@ -21,7 +22,8 @@ Steps, for each chosen stage (``all`` = automask then initnet):
 2. **Training** with one Lightning Trainer configuration for every stage: ``--devices`` x
    ``--num-nodes`` processes (DDP when > 1, gloo on the CPU, NCCL on GPUs), ``--precision``,
    ``default_root_dir = ZOO/lightning/<stage>``, a ``last.ckpt`` saved every epoch (``--resume``
-   continues from it), CSV logs, a progress bar.
+   continues from it), CSV logs, a progress bar.  ``--init-weights`` starts the network from a
+   checkpoint's weights (fine-tuning) instead of a random initialisation.
 3. **Evaluation** against sep on the held-out set (the stage's ``evaluate``).
 4. **Export** (global rank 0 only): the inference weights and their registry entry into ZOO
    (the stage's ``export``; the entry's ``survey`` is the preset's ``name``, also for a TOML
@@ -111,6 +113,7 @@ class TrainOptions:
     data: str | None = None
     real: str | None = None
     labels: str | None = None
+    init_weights: tuple = ()
     devices: int = 1
     num_nodes: int = 1
     accelerator: str = "auto"
@@ -184,6 +187,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--version", default="1",
                    help="the checkpoint's version, part of its registry name (default 1): a new "
                         "training of a shipped checkpoint takes the next one")
+    t.add_argument("--init-weights", dest="init_weights", action="append", default=[],
+                   metavar="[STAGE=]NAME|FILE",
+                   help="start the network from these weights instead of a random "
+                        "initialisation: fine-tuning (e.g. the shipped checkpoint, with --real) "
+                        "or a start from a related survey's network; a registry name or a "
+                        ".safetensors file, STAGE automask or initnet (a bare one applies to "
+                        "every stage it is for); the architecture must be the one trained")
     t.add_argument("--resume", action="store_true",
                    help="continue from ZOO/lightning/<stage>/checkpoints/last.ckpt")
     t.add_argument("--overwrite", action="store_true",
@@ -297,6 +307,7 @@ def _check(opts: TrainOptions):
             raise TrainError(f"--data: {exc} (give a galmoss-auto simulate output folder)") from None
     if opts.resume and opts.overwrite:
         raise TrainError("--resume and --overwrite exclude each other")
+    _start_weights(opts)
     if opts.precision not in PRECISIONS:
         raise TrainError(f"--precision must be one of {', '.join(PRECISIONS)}, got {opts.precision!r}")
     try:
@@ -637,6 +648,9 @@ def _canonical_command(opts: TrainOptions, name: str, s: dict) -> str:
     for key in ("data", "real", "labels"):
         if getattr(opts, key) is not None:
             args += ["--" + key, str(getattr(opts, key))]
+    start = _start_weights(opts).get(name)
+    if start is not None:
+        args += ["--init-weights", f"{name}={start.path if start.origin == 'file' else start.name}"]
     if opts.artifacts:
         args.append("--artifacts")
     if opts.blend_prob is not None:
@@ -704,6 +718,61 @@ def real_run_options(opts) -> dict:
     return {"survey": opts.survey, "band": opts.band}
 
 
+def _start_weights(opts) -> dict:
+    """{stage: ResolvedCheckpoint} of ``--init-weights`` for the stages being trained.  A
+    choice for a named stage must resolve for it; a bare one must resolve for at least one.
+    Resolved once per command (the first call, the option checks, before ZOO is written), so
+    every later step reads the same checkpoint."""
+    cached = getattr(opts, "_starts", None)
+    if cached is not None:
+        return cached
+    from galmoss_auto.models import resolve_checkpoint
+    from galmoss_auto.pipelines.config import parse_weights
+    try:
+        choices = parse_weights(tuple(opts.init_weights or ()))
+    except ValueError as exc:
+        raise TrainError(str(exc).replace("--weights", "--init-weights")) from None
+    out, bare_errors, bare_used = {}, [], False
+    for name in opts.stages:
+        choice, bare = choices.get(name), choices.get("*")
+        if choice is None and bare is None:
+            continue
+        try:
+            # a name is looked up in ZOO (a previous training's) when it exists, then as run does
+            zoo = opts.out if (Path(opts.out) / "registry.json").is_file() else None
+            out[name] = resolve_checkpoint(name, None, None, zoo=zoo, weights=choice or bare)
+            bare_used = bare_used or choice is None
+        except Exception as exc:           # ResolveError, a damaged registry, ...
+            text = str(exc).replace("--weights", "--init-weights")
+            if choice is not None:
+                raise TrainError(text) from None
+            bare_errors.append(text)
+    if "*" in choices and not bare_used:
+        raise TrainError("; ".join(bare_errors) or f"--init-weights {choices['*']}: for no stage trained")
+    opts._starts = out
+    return out
+
+
+def _load_start(stage, name: str, module, start) -> None:
+    """Load the checkpoint ``start`` into ``module``'s inference network (the stage's
+    ``inference_network``), sha256-checked; a network of another shape is refused."""
+    from galmoss_auto.models import load_checkpoint
+    network = getattr(stage, "inference_network", None)
+    if network is None:
+        raise TrainError(f"stage {name} cannot start from weights (no inference_network)")
+    net = network(module)
+    try:
+        state, _ = load_checkpoint(start.path, start.sha256)
+        own = net.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+        net.load_state_dict(state)
+    except Exception as exc:        # CheckpointError, or load_state_dict's missing/unexpected keys
+        detail = " ".join(str(exc).split())
+        raise TrainError(f"--init-weights {start.path}: cannot start {name} from it: "
+                         f"{detail[:300]}{' ...' if len(detail) > 300 else ''} (train the "
+                         f"checkpoint's architecture: {start.entry.get('architecture', {})})") from None
+
+
 def _fit_all(opts, accelerator, stages, plan) -> dict:
     """Train every stage with the one Trainer configuration; {name: (module, trainer, meter)}."""
     import lightning as L
@@ -714,6 +783,9 @@ def _fit_all(opts, accelerator, stages, plan) -> dict:
         s = p["settings"]
         L.seed_everything(opts.seed, workers=True, verbose=False)
         module = stage.build_module(**_hparams(stage, s))
+        start = _start_weights(opts).get(name)
+        if start is not None and not p["ckpt"]:
+            _load_start(stage, name, module, start)
         if p["ckpt"]:
             # resume the network that was trained, not today's defaults: the checkpoint's own
             # hyperparameters (defaults may have changed since it was written)
@@ -763,6 +835,8 @@ def _finish(opts, survey, accelerator, name, stage, p, module, trainer, meter) -
                 "simulator": _preset_record(_with_blend(opts, s), survey, p["data"]["size"]),
                 **({"data": p["data"]["data"]} if "data" in p["data"] else {}),
                 **({"real": opts.real, "labels": opts.labels} if opts.real else {}),
+                **({"init_weights": {"name": start.name, "sha256": start.sha256}}
+                   if (start := _start_weights(opts).get(name)) is not None else {}),
                 "train_seconds": round(meter.wall, 1),
                 "samples_per_s": round(rate, 2) if rate else None}
     bands = _serve_bands(opts, survey)
