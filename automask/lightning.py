@@ -332,13 +332,9 @@ def real_instances(real, labels, max_central_distance: float = 0.25, options: di
     px), galaxies otherwise.  The network thus learns the survey's real noise, sky and PSF from
     labels no better than sep's; use it to adapt a simulated model, not as a replacement.
     """
-    import tempfile
-    import warnings
-
     from galmoss_auto.automask.detect import DetectConfig, detect
     from galmoss_auto.fitting.flags import is_clean_fit
-    from galmoss_auto.pipelines.config import RunConfig
-    from galmoss_auto.pipelines.run import prepare_cutouts
+    from galmoss_auto.pipelines.run import prepare_training_cutouts
     from .maskrcnn import GALAXY, STAR
 
     lab = Table.read(labels)
@@ -350,14 +346,8 @@ def real_instances(real, labels, max_central_distance: float = 0.25, options: di
         raise ValueError(f"{labels}: no <component>_x / <component>_y columns for the target position")
     ok = np.ones(len(lab), bool) if "flags" not in lab.colnames else np.atleast_1d(is_clean_fit(lab["flags"]))
     pos = {str(i): (float(x), float(y)) for i, x, y, g in zip(lab["id"], lab[xcol], lab[ycol], ok) if g}
-    settings = {"progress": False, **(options or {}), "mask": "none"}
-    with tempfile.TemporaryDirectory(prefix="galmoss-finetune-") as out:
-        prepared, failures = prepare_cutouts(RunConfig(input=str(real), out=out, **settings), ids=pos)
-    if failures:
-        warnings.warn(f"{real}: {len(failures)} real cutout(s) left out: "
-                      + "; ".join(f"{f.id}: {f.message}" for f in failures[:5]), stacklevel=2)
     items = []
-    for g in prepared:
+    for g in prepare_training_cutouts(real, {**(options or {}), "mask": "none"}, ids=pos):
         c = g.cutout
         sigma = c.sigma
         det = detect(c.image, sigma, c.mask, DetectConfig(max_central_distance=max_central_distance))
@@ -509,7 +499,6 @@ def build_datamodule(train_dir, val_dir, batch_size: int = DEFAULTS["batch_size"
 def inference_network(module) -> torch.nn.Module:
     """The network that :func:`export` saves (and ``train --init-weights`` loads into)."""
     return module.model if isinstance(module, AutomaskModule) else module
-
 
 
 def evaluate(module, sim_dir, device="cpu", batch_size: int = 16, limit: int | None = None,

@@ -45,11 +45,11 @@ def _component(component) -> Component:
 
 def _per_galaxy(value, B: int, name: str) -> list:
     """A scalar or a (B,) sequence/tensor as a list of B Python numbers."""
-    if isinstance(value, torch.Tensor) and value.ndim > 0:
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 0:
+            return [value.item()] * B
         value = value.detach().cpu().reshape(-1).tolist()
-    elif isinstance(value, torch.Tensor):
-        return [value.item()] * B
-    elif isinstance(value, (list, tuple)) or hasattr(value, "__len__"):
+    elif hasattr(value, "__len__"):
         value = [float(v) for v in value]
     else:
         return [value] * B

@@ -30,7 +30,7 @@ from galmoss_auto.data_scripts.shards import ShardDataset
 
 from galmoss_auto.fitting.flags import is_clean_fit
 
-from .inputs import cutout_arrays
+from .inputs import cutout_arrays, pad_arrays
 
 __all__ = ["TARGET_KEYS", "SimItems", "LabelledCutouts", "Mixed", "collate", "labels_from_catalog"]
 
@@ -199,21 +199,7 @@ def collate(items: list[dict]) -> dict:
     (zero-padded around its centre to the largest odd size), zeropoint/pixel_scale/
     oversampling (B,), psf_includes_pixel (B,) bool, target (B, 7) float64 in TARGET_KEYS
     order, shapes, ids."""
-    B = len(items)
-    H = max(it["image"].shape[0] for it in items)
-    W = max(it["image"].shape[1] for it in items)
-    ph = max(it["psf"].shape[0] // 2 for it in items) * 2 + 1
-    pw = max(it["psf"].shape[1] // 2 for it in items) * 2 + 1
-    image = torch.zeros(B, H, W)
-    sigma = torch.ones(B, H, W)
-    mask = torch.ones(B, H, W, dtype=torch.bool)
-    psf = torch.zeros(B, ph, pw)
-    for i, it in enumerate(items):
-        h, w = it["image"].shape
-        image[i, :h, :w], sigma[i, :h, :w], mask[i, :h, :w] = it["image"], it["sigma"], it["mask"]
-        p = it["psf"]
-        oy, ox = ph // 2 - p.shape[0] // 2, pw // 2 - p.shape[1] // 2
-        psf[i, oy:oy + p.shape[0], ox:ox + p.shape[1]] = p
+    image, sigma, mask, psf = (torch.from_numpy(a) for a in pad_arrays(items))
     target = torch.tensor([[it["target"][k] for k in TARGET_KEYS] for it in items], dtype=torch.float64)
     return {"image": image, "sigma": sigma, "mask": mask, "psf": psf,
             "zeropoint": torch.tensor([it["zeropoint"] for it in items], dtype=torch.float32),

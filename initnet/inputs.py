@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["N_CHANNELS", "N_SCALARS", "N_PROFILE", "NetInputs", "psf_scalars", "growth_radii", "light_measures",
-           "moment_ellipticity", "window_moments", "gaussian_moments", "baseline_coords", "prepare_inputs", "stack_cutouts", "cutout_arrays"]
+           "moment_ellipticity", "window_moments", "gaussian_moments", "baseline_coords", "prepare_inputs", "stack_cutouts", "cutout_arrays",
+           "pad_arrays"]
 
 N_CHANNELS = 3
 N_SCALARS = 10
@@ -263,19 +264,14 @@ def cutout_arrays(cutout) -> dict:
             "psf_includes_pixel": bool(cutout.psf_includes_pixel) if has_psf else True}
 
 
-def stack_cutouts(cutouts, device) -> dict:
-    """Stack cutouts of any sizes (each read by :func:`cutout_arrays`) into padded tensors on
-    ``device``.
-
-    Images are padded (masked) to the largest size, PSFs zero-padded symmetrically to the
-    largest odd size (their centre pixel stays the centre).  Returns a dict with image, sigma,
-    mask (B, H, W), psf (B, h, w), zeropoint, pixel_scale, oversampling (PSF pixels per image
-    pixel, 1 without a PSF), psf_includes_pixel (bool) (B,), shapes (list of (h, w)).
-    """
-    arrays = [cutout_arrays(c) for c in cutouts]
-    B = len(cutouts)
-    H = max(c.shape[0] for c in cutouts)
-    W = max(c.shape[1] for c in cutouts)
+def pad_arrays(arrays) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Dicts with ``image``, ``sigma``, ``mask`` (h, w) and ``psf`` arrays (numpy or CPU
+    tensors) -> image, sigma, mask (B, H, W) padded to the largest size (padding: 0, 1, masked)
+    and psf (B, h, w) zero-padded symmetrically to the largest odd size (each PSF's centre
+    pixel stays the centre); float32 and bool."""
+    B = len(arrays)
+    H = max(a["image"].shape[0] for a in arrays)
+    W = max(a["image"].shape[1] for a in arrays)
     ph = max(a["psf"].shape[0] // 2 for a in arrays) * 2 + 1
     pw = max(a["psf"].shape[1] // 2 for a in arrays) * 2 + 1
     image = np.zeros((B, H, W), np.float32)
@@ -288,6 +284,20 @@ def stack_cutouts(cutouts, device) -> dict:
         p = a["psf"]
         oy, ox = ph // 2 - p.shape[0] // 2, pw // 2 - p.shape[1] // 2
         psf[i, oy:oy + p.shape[0], ox:ox + p.shape[1]] = p
+    return image, sigma, mask, psf
+
+
+def stack_cutouts(cutouts, device) -> dict:
+    """Stack cutouts of any sizes (each read by :func:`cutout_arrays`) into padded tensors on
+    ``device``.
+
+    Images are padded (masked) to the largest size, PSFs zero-padded symmetrically to the
+    largest odd size (their centre pixel stays the centre).  Returns a dict with image, sigma,
+    mask (B, H, W), psf (B, h, w), zeropoint, pixel_scale, oversampling (PSF pixels per image
+    pixel, 1 without a PSF), psf_includes_pixel (bool) (B,), shapes (list of (h, w)).
+    """
+    arrays = [cutout_arrays(c) for c in cutouts]
+    image, sigma, mask, psf = pad_arrays(arrays)
     pix = [c.pixel_scale if c.pixel_scale else float("nan") for c in cutouts]
     t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)
     return {"image": t(image), "sigma": t(sigma), "mask": t(mask, torch.bool), "psf": t(psf),

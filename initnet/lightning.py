@@ -265,24 +265,10 @@ def _read_real(real, options: dict | None = None, ids=None) -> list:
     read or masked are left out with a warning.  ``ids``: only these galaxies are prepared."""
     if isinstance(real, (list, tuple)) and all(hasattr(c, "image") for c in real):
         return list(real)
-    import tempfile
-    import warnings
-
-    from galmoss_auto.fitting.flags import Flag
-    from galmoss_auto.pipelines.config import RunConfig
     from galmoss_auto.pipelines.prepare import init_view
-    from galmoss_auto.pipelines.run import prepare_cutouts
+    from galmoss_auto.pipelines.run import prepare_training_cutouts
 
-    settings = {"progress": False, **(options or {})}
-    with tempfile.TemporaryDirectory(prefix="galmoss-finetune-") as out:
-        prepared, failures = prepare_cutouts(RunConfig(input=str(real), out=out, **settings), ids=ids)
-    kept = [g for g in prepared if not g.flags & int(Flag.MASK_FAILED)]
-    left = [f"{f.id}: {f.message}" for f in failures] + [
-        f"{g.id}: its masker failed ({g.columns.get('message', '')})" for g in prepared
-        if g.flags & int(Flag.MASK_FAILED)]
-    if left:
-        warnings.warn(f"{real}: {len(left)} real cutout(s) left out of fine-tuning: " + "; ".join(left[:5])
-                      + (" ..." if len(left) > 5 else ""), stacklevel=2)
+    kept = prepare_training_cutouts(real, options, ids=ids)
     if not kept:
         raise ValueError(f"{real}: no real cutout could be prepared for fine-tuning")
     return [init_view(g) for g in kept]

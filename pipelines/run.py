@@ -402,6 +402,28 @@ def prepare_cutouts(cfg: RunConfig, ids=None, stream=None) -> tuple[list[Prepare
     return prepared, failures
 
 
+def prepare_training_cutouts(real, options: dict | None = None, ids=None) -> list[Prepared]:
+    """:func:`prepare_cutouts` for training on real cutouts: ``real`` is anything ``run`` reads,
+    ``options`` the :class:`RunConfig` settings to prepare it with (progress off by default).
+    Cutouts that cannot be read, or whose masker failed, are left out with one warning that
+    names them."""
+    import tempfile
+    import warnings
+
+    settings = {"progress": False, **(options or {})}
+    # prepare_cutouts never writes its output folder, but a RunConfig needs one
+    with tempfile.TemporaryDirectory(prefix="galmoss-prepare-") as out:
+        prepared, failures = prepare_cutouts(RunConfig(input=str(real), out=out, **settings), ids=ids)
+    kept = [g for g in prepared if not g.flags & int(Flag.MASK_FAILED)]
+    left = [f"{f.id}: {f.message}" for f in failures] + [
+        f"{g.id}: its masker failed ({g.columns.get('message', '')})" for g in prepared
+        if g.flags & int(Flag.MASK_FAILED)]
+    if left:
+        warnings.warn(f"{real}: {len(left)} real cutout(s) left out of training: " + "; ".join(left[:5])
+                      + (" ..." if len(left) > 5 else ""), stacklevel=3)
+    return kept
+
+
 def merge_run(out, order: list[str] | None = None) -> Table:
     """Merge every finished shard of ``out`` (all ranks) into ``catalog.fits`` and
     ``catalog.ecsv`` (each id once, rows in ``order`` where given), and the fitted neighbours

@@ -559,7 +559,9 @@ def _stage_root(opts, name: str) -> Path:
 
 
 def _plan(opts, survey) -> dict:
-    """Rank 0's preparation: folders checked or cleared, data simulated, resume points."""
+    """Rank 0's preparation: folders checked or cleared, data simulated, resume points, the
+    ``--init-weights`` checkpoints (resolved here, before ZOO is written, and read by every
+    rank from the plan)."""
     plan = {"stages": {}}
     data_cache = {}
     for name in opts.stages:
@@ -581,8 +583,13 @@ def _plan(opts, survey) -> dict:
             data_cache[key] = _prepare_data(_with_blend(opts, s), survey, s["n_train"], s["n_val"],
                                             s["size"])
         train_dir, val_dir, data_info = data_cache[key]
+        start = _start_weights(opts).get(name)
         plan["stages"][name] = {"settings": s, "train_dir": str(train_dir),
-                                "val_dir": str(val_dir), "data": data_info, "ckpt": ckpt}
+                                "val_dir": str(val_dir), "data": data_info, "ckpt": ckpt,
+                                "start": None if start is None else {
+                                    "name": start.name, "path": str(start.path),
+                                    "sha256": start.sha256, "origin": start.origin,
+                                    "architecture": start.entry.get("architecture", {})}}
     return plan
 
 
@@ -634,7 +641,7 @@ def _command() -> str:
     return shlex.join(["galmoss-auto", *argv[1:]])
 
 
-def _canonical_command(opts: TrainOptions, name: str, s: dict) -> str:
+def _canonical_command(opts: TrainOptions, name: str, s: dict, start: dict | None = None) -> str:
     args = ["galmoss-auto", "train", "--survey", opts.survey, "--band", opts.band,
             *(["--serve-bands", ",".join(opts.serve_bands)] if opts.serve_bands else []),
             "--stage", name, "--out", opts.out, "--n-train", str(s["n_train"]),
@@ -648,9 +655,8 @@ def _canonical_command(opts: TrainOptions, name: str, s: dict) -> str:
     for key in ("data", "real", "labels"):
         if getattr(opts, key) is not None:
             args += ["--" + key, str(getattr(opts, key))]
-    start = _start_weights(opts).get(name)
     if start is not None:
-        args += ["--init-weights", f"{name}={start.path if start.origin == 'file' else start.name}"]
+        args += ["--init-weights", f"{name}={start['path'] if start['origin'] == 'file' else start['name']}"]
     if opts.artifacts:
         args.append("--artifacts")
     if opts.blend_prob is not None:
@@ -720,12 +726,7 @@ def real_run_options(opts) -> dict:
 
 def _start_weights(opts) -> dict:
     """{stage: ResolvedCheckpoint} of ``--init-weights`` for the stages being trained.  A
-    choice for a named stage must resolve for it; a bare one must resolve for at least one.
-    Resolved once per command (the first call, the option checks, before ZOO is written), so
-    every later step reads the same checkpoint."""
-    cached = getattr(opts, "_starts", None)
-    if cached is not None:
-        return cached
+    choice for a named stage must resolve for it; a bare one must resolve for at least one."""
     from galmoss_auto.models import resolve_checkpoint
     from galmoss_auto.pipelines.config import parse_weights
     try:
@@ -749,28 +750,27 @@ def _start_weights(opts) -> dict:
             bare_errors.append(text)
     if "*" in choices and not bare_used:
         raise TrainError("; ".join(bare_errors) or f"--init-weights {choices['*']}: for no stage trained")
-    opts._starts = out
     return out
 
 
-def _load_start(stage, name: str, module, start) -> None:
-    """Load the checkpoint ``start`` into ``module``'s inference network (the stage's
-    ``inference_network``), sha256-checked; a network of another shape is refused."""
+def _load_start(stage, name: str, module, start: dict) -> None:
+    """Load the checkpoint ``start`` (the plan's record) into ``module``'s inference network
+    (the stage's ``inference_network``), sha256-checked; a network of another shape is refused."""
     from galmoss_auto.models import load_checkpoint
     network = getattr(stage, "inference_network", None)
     if network is None:
         raise TrainError(f"stage {name} cannot start from weights (no inference_network)")
     net = network(module)
     try:
-        state, _ = load_checkpoint(start.path, start.sha256)
+        state, _ = load_checkpoint(start["path"], start["sha256"])
         own = net.state_dict()
         state = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
         net.load_state_dict(state)
     except Exception as exc:        # CheckpointError, or load_state_dict's missing/unexpected keys
         detail = " ".join(str(exc).split())
-        raise TrainError(f"--init-weights {start.path}: cannot start {name} from it: "
+        raise TrainError(f"--init-weights {start['path']}: cannot start {name} from it: "
                          f"{detail[:300]}{' ...' if len(detail) > 300 else ''} (train the "
-                         f"checkpoint's architecture: {start.entry.get('architecture', {})})") from None
+                         f"checkpoint's architecture: {start['architecture']})") from None
 
 
 def _fit_all(opts, accelerator, stages, plan) -> dict:
@@ -783,9 +783,8 @@ def _fit_all(opts, accelerator, stages, plan) -> dict:
         s = p["settings"]
         L.seed_everything(opts.seed, workers=True, verbose=False)
         module = stage.build_module(**_hparams(stage, s))
-        start = _start_weights(opts).get(name)
-        if start is not None and not p["ckpt"]:
-            _load_start(stage, name, module, start)
+        if p["start"] is not None and not p["ckpt"]:
+            _load_start(stage, name, module, p["start"])
         if p["ckpt"]:
             # resume the network that was trained, not today's defaults: the checkpoint's own
             # hyperparameters (defaults may have changed since it was written)
@@ -824,8 +823,8 @@ def _finish(opts, survey, accelerator, name, stage, p, module, trainer, meter) -
     t0 = time.perf_counter()
     evaluation = stage.evaluate(module, p["val_dir"], device=device)
     eval_s = time.perf_counter() - t0
-    training = {"command": _command() or _canonical_command(opts, name, s),
-                "reproduce": _canonical_command(opts, name, s),
+    training = {"command": _command() or _canonical_command(opts, name, s, p["start"]),
+                "reproduce": _canonical_command(opts, name, s, p["start"]),
                 "galmoss_auto_version": __version__, "seed": opts.seed,
                 "n_train": p["data"].get("n_train") or s["n_train"], "n_val": p["data"]["n_val"],
                 "val_seed": p["data"]["val_seed"], "epochs": s["epochs"],
@@ -835,8 +834,8 @@ def _finish(opts, survey, accelerator, name, stage, p, module, trainer, meter) -
                 "simulator": _preset_record(_with_blend(opts, s), survey, p["data"]["size"]),
                 **({"data": p["data"]["data"]} if "data" in p["data"] else {}),
                 **({"real": opts.real, "labels": opts.labels} if opts.real else {}),
-                **({"init_weights": {"name": start.name, "sha256": start.sha256}}
-                   if (start := _start_weights(opts).get(name)) is not None else {}),
+                **({"init_weights": {k: p["start"][k] for k in ("name", "sha256")}}
+                   if p["start"] is not None else {}),
                 "train_seconds": round(meter.wall, 1),
                 "samples_per_s": round(rate, 2) if rate else None}
     bands = _serve_bands(opts, survey)
