@@ -7,7 +7,8 @@
   of 64-128 px from 128-px simulations, one side per batch (``crop``), so that one network
   serves every cutout size with the target at the centre; PSF width, depth and crowding vary
   through the simulations themselves (mix presets / bands).  Optional real
-  cutouts with labels from a previous run (:func:`real_instances`: pseudo-targets, see there).
+  cutouts with labels from a previous run (:func:`iter_real_instances`: pseudo-targets, see there),
+  prepared once into an item store on disk and streamed with the simulated ones.
 * :class:`AutomaskModule` (LightningModule): the network (:func:`~.maskrcnn.maskrcnn`), AdamW with
   a linear warm-up and a cosine decay; training losses and validation metrics (central-galaxy
   IoU, contaminant recall, mask AP50) are logged.  Seeded (``lightning.seed_everything`` plus
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
+from galmoss_auto.data_scripts.item_store import Mixed, StoredItems, cache_folder, read_index, write_items
 from galmoss_auto.data_scripts.outputs import read_shard
 from galmoss_auto.data_scripts.shards import shard_files
 
@@ -246,22 +248,43 @@ class AutomaskData(L.LightningDataModule):
     train_dir, val_dir : simulation folders (``galmoss-auto simulate`` outputs; several allowed).
     batch_size : cutouts per step; seed : shuffling and augmentation; num_workers : data-loader
     processes (0 = main process; the network never runs in them); n_train : use at most this
-    many training cutouts; real : extra real training cutouts (see :func:`real_instances`);
-    crop : (low, high) px of the training crops, one side per batch (see
-    :class:`ShardInstances`; None = whole cutouts).  Validation uses whole cutouts.
+    many training cutouts; crop : (low, high) px of the training crops, one side per batch
+    (see :class:`ShardInstances`; None = whole cutouts).  Validation uses whole cutouts.
+    real, labels : extra real training cutouts (anything ``run`` reads) and the catalog that
+    labels them (both or neither; see :func:`iter_real_instances`), prepared with the run
+    settings ``real_options``; real_cache : folder of their prepared items (default: a folder of
+    the system's temporary directory named by what they are prepared from).  They are prepared
+    once, in :meth:`prepare_data` (one process per machine, a chunk in memory at a time), and
+    each rank and data-loader worker streams its own share of them, interleaved with the
+    simulated cutouts (each real item once per epoch).
     """
 
     def __init__(self, train_dir, val_dir=None, batch_size: int = 8, seed: int = 0, num_workers: int = 0,
-                 n_train: int | None = None, real=None, crop=None):
+                 n_train: int | None = None, real=None, crop=None, labels=None,
+                 real_options: dict | None = None, real_cache=None):
         super().__init__()
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if (real is None) != (labels is None):
+            raise ValueError("real cutouts and their labels go together: give both real and labels, or neither")
         self.train_dir, self.val_dir = train_dir, val_dir
         self.batch_size, self.seed, self.num_workers = int(batch_size), int(seed), int(num_workers)
-        self.n_train, self.real = n_train, real
+        self.n_train, self.real, self.labels = n_train, real, labels
+        self.real_options = dict(real_options or {})
+        self.real_key = None if real is None else _real_key(real, labels, self.real_options)
+        self.real_cache = None if real is None else Path(
+            real_cache if real_cache is not None else cache_folder("automask", self.real_key))
         self.crop = None if crop is None else tuple(int(v) for v in crop)
         crop_sides(self.crop)  # validates
         self.train_set = self.val_set = None
+
+    def prepare_data(self):
+        """Prepare the real cutouts' pseudo-labelled items into the item store ``real_cache``
+        (skipped when it is there and was prepared from the same inputs)."""
+        if self.real is None or read_index(self.real_cache, self.real_key):
+            return
+        items = iter_real_instances(self.real, self.labels, options=self.real_options)
+        write_items(self.real_cache, ({"image": z, "target": t} for z, t in items), self.real_key)
 
     def setup(self, stage=None):
         if self.train_set is None:
@@ -270,7 +293,14 @@ class AutomaskData(L.LightningDataModule):
             self.train_set = ShardInstances(self.train_dir, True, self.seed, self.n_train, rank, world,
                                             crop=self.crop, group=self.batch_size)
             if self.real is not None:
-                self.train_set = _WithReal(self.train_set, self.real, self.seed)
+                if self.trainer is None:        # used without a Trainer: nobody called prepare_data
+                    self.prepare_data()
+                if read_index(self.real_cache)["n"] == 0:
+                    raise ValueError(f"{self.real}: no cutout with a label free of quality flags in "
+                                     f"{self.labels} and a detected central")
+                real = StoredItems(self.real_cache, shuffle=True, seed=self.seed, rank=rank, world_size=world,
+                                   transform=_as_pair)
+                self.train_set = Mixed([self.train_set, real], seed=self.seed)
             if self.val_dir is not None:
                 self.val_set = ShardInstances(self.val_dir, False, self.seed, None, rank, world)
 
@@ -285,41 +315,35 @@ class AutomaskData(L.LightningDataModule):
                                            num_workers=self.num_workers)
 
 
-class _WithReal(torch.utils.data.IterableDataset):
-    """Simulated items, with the real pseudo-labelled items interleaved (each real item once per
-    epoch, at random places)."""
+def _as_pair(item: dict) -> tuple:
+    """A stored real item as the (image, target) pair the simulated items are."""
+    return item["image"], item["target"]
 
-    def __init__(self, sim: ShardInstances, real: list, seed: int):
-        super().__init__()
-        self.sim, self.real, self.seed = sim, list(real), seed
 
-    def set_epoch(self, epoch):
-        self.sim.set_epoch(epoch)
-
-    def __len__(self):
-        return len(self.sim) + len(self.real)
-
-    def __iter__(self):
-        rng = np.random.default_rng([self.seed, self.sim.epoch, 77])
-        n_sim = len(self.sim)
-        slots = set(rng.choice(n_sim + len(self.real), len(self.real), replace=False).tolist()) if self.real else set()
-        sim_iter, real_iter = iter(self.sim), iter(rng.permutation(len(self.real)).tolist())
-        for k in range(n_sim + len(self.real)):
-            if k in slots:
-                yield self.real[next(real_iter)]
-            else:
-                try:
-                    yield next(sim_iter)
-                except StopIteration:
-                    return
+def _real_key(real, labels, options: dict) -> str:
+    """What the prepared real items depend on: the cutouts, the labels file, the settings."""
+    import hashlib
+    from galmoss_auto.pipelines.run import training_cutouts_key
+    path = Path(str(labels))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else str(labels)
+    return training_cutouts_key(real, options, stage="automask", labels=digest, format=1)
 
 
 def real_instances(real, labels, max_central_distance: float = 0.25, options: dict | None = None) -> list:
-    """Pseudo-labelled training items from real cutouts and a label catalog.
+    """:func:`iter_real_instances` as a list; raises ValueError when it is empty."""
+    items = list(iter_real_instances(real, labels, max_central_distance, options))
+    if not items:
+        raise ValueError(f"{real}: no cutout with a label free of quality flags in {labels} and a detected central")
+    return items
+
+
+def iter_real_instances(real, labels, max_central_distance: float = 0.25, options: dict | None = None):
+    """Pseudo-labelled training items ``(image, target)`` from real cutouts and a label
+    catalog, one at a time (a chunk of cutouts in memory).
 
     real : real cutouts as ``galmoss-auto run`` reads them (a manifest, a folder, a glob, one
         FITS file), read and given their noise step by the run's own code
-        (:func:`galmoss_auto.pipelines.run.prepare_cutouts`, no masker), with ``options`` the
+        (:func:`galmoss_auto.pipelines.run.prepare_training_cutouts`, no masker), with ``options`` the
         run's settings (survey, band, psf, zeropoint, ...; see
         :class:`~galmoss_auto.pipelines.config.RunConfig`).  Cutouts that cannot be read are
         left out with a warning.
@@ -346,7 +370,6 @@ def real_instances(real, labels, max_central_distance: float = 0.25, options: di
         raise ValueError(f"{labels}: no <component>_x / <component>_y columns for the target position")
     ok = np.ones(len(lab), bool) if "flags" not in lab.colnames else np.atleast_1d(is_clean_fit(lab["flags"]))
     pos = {str(i): (float(x), float(y)) for i, x, y, g in zip(lab["id"], lab[xcol], lab[ycol], ok) if g}
-    items = []
     for g in prepare_training_cutouts(real, {**(options or {}), "mask": "none"}, ids=pos):
         c = g.cutout
         sigma = c.sigma
@@ -378,10 +401,7 @@ def real_instances(real, labels, max_central_distance: float = 0.25, options: di
                             torch.from_numpy(c.mask)[None])
         target = targets_from_segmentation(det.segmap, classes)
         target["id"] = c.id
-        items.append((z, target))
-    if not items:
-        raise ValueError(f"{real}: no cutout with a label free of quality flags in {labels} and a detected central")
-    return items
+        yield z, target
 
 
 # ---------------------------------------------------------------------------------------------
@@ -484,16 +504,15 @@ def build_module(**hparams) -> AutomaskModule:
 
 def build_datamodule(train_dir, val_dir, batch_size: int = DEFAULTS["batch_size"], seed: int = 0,
                      num_workers: int = 0, real=None, labels=None, n_train: int | None = None,
-                     crop=DEFAULTS["crop"], real_options: dict | None = None) -> AutomaskData:
+                     crop=DEFAULTS["crop"], real_options: dict | None = None, real_cache=None) -> AutomaskData:
     """The :class:`AutomaskData` for ``galmoss-auto train``; ``real`` + ``labels`` add
-    pseudo-labelled real cutouts (see :func:`real_instances`; both or neither), read with the
-    run settings ``real_options``; ``crop``: the training crops (default :data:`DEFAULTS`'
-    ``crop``; None = whole simulated cutouts)."""
-    if (real is None) != (labels is None):
-        raise ValueError("real cutouts and their labels go together: give both real and labels, or neither")
-    items = real_instances(real, labels, options=real_options) if real is not None else None
+    pseudo-labelled real cutouts (see :func:`iter_real_instances`; both or neither), read with
+    the run settings ``real_options`` and prepared once into the item store ``real_cache``
+    (default: :func:`~galmoss_auto.data_scripts.item_store.cache_folder`); ``crop``: the
+    training crops (default :data:`DEFAULTS`' ``crop``; None = whole simulated cutouts)."""
     return AutomaskData(train_dir, val_dir, batch_size=batch_size, seed=seed, num_workers=num_workers,
-                        n_train=n_train, real=items, crop=crop)
+                        n_train=n_train, real=real, labels=labels, real_options=real_options,
+                        real_cache=real_cache, crop=crop)
 
 
 def inference_network(module) -> torch.nn.Module:

@@ -10,11 +10,14 @@ n, q, pa deg) and ``id``.  :func:`collate` pads a list of items of any sizes int
   :class:`~galmoss_auto.data_scripts.shards.ShardDataset`; the mask is the contaminants'
   segmentation footprints (labels >= 2) grown by one pixel, standing in for the masker.
   Centrals without a single-Sérsic truth (bulge+disk populations) are skipped.
-* :class:`LabelledCutouts` holds real cutouts with labels from a catalog of the pipeline's own
-  converged fits with no quality flag (:func:`~galmoss_auto.fitting.flags.is_clean_fit`:
-  informational bits such as SIGMA_ESTIMATED allowed), the self-training recipe.  Each is read as the
-  initializer reads it in ``run`` (:func:`~galmoss_auto.initnet.inputs.cutout_arrays`: measured
-  sky removed, the PSF at its own sampling).
+* :func:`labelled_items` makes the items of real cutouts with labels from a catalog of the
+  pipeline's own converged fits with no quality flag
+  (:func:`~galmoss_auto.fitting.flags.is_clean_fit`: informational bits such as
+  SIGMA_ESTIMATED allowed), the self-training recipe.  Each is read as the initializer reads it
+  in ``run`` (:func:`~galmoss_auto.initnet.inputs.cutout_arrays`: measured sky removed, the PSF
+  at its own sampling).  The data module writes them to an item store on disk
+  (:mod:`galmoss_auto.data_scripts.item_store`) and streams them from there with
+  the simulated ones (:class:`~galmoss_auto.data_scripts.item_store.Mixed`).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from galmoss_auto.data_scripts.item_store import Mixed
 from galmoss_auto.data_scripts.shards import ShardDataset
 
 from galmoss_auto.fitting.flags import is_clean_fit
 
 from .inputs import cutout_arrays, pad_arrays
 
-__all__ = ["TARGET_KEYS", "SimItems", "LabelledCutouts", "Mixed", "collate", "labels_from_catalog"]
+__all__ = ["TARGET_KEYS", "SimItems", "labelled_items", "Mixed", "collate", "labels_from_catalog"]
 
 TARGET_KEYS = ("x", "y", "mag", "r_e", "n", "q", "pa")
 
@@ -120,78 +124,25 @@ def labels_from_catalog(catalog, component: str = "sersic") -> dict:
     return out
 
 
-class LabelledCutouts(torch.utils.data.IterableDataset):
-    """Real cutouts (list of :class:`~galmoss_auto.fitting.cutout.Cutout`, masks applied, as
-    the initializer sees them: :func:`galmoss_auto.pipelines.run.prepare_cutouts` gives them)
-    with labels ``{id: target}`` (see :func:`labels_from_catalog`); cutouts without a label are
-    left out.  Raises ValueError when none is labelled."""
-
-    def __init__(self, cutouts, labels: dict, shuffle: bool = False, seed: int = 0):
-        super().__init__()
-        self.items = []
-        for c in cutouts:
-            target = labels.get(str(c.id))
-            if target is None:
-                continue
-            if c.psf is None:
-                raise ValueError(f"{c.source or c.id}: fine-tuning needs a PSF for every cutout")
-            a = cutout_arrays(c)
-            self.items.append({"image": torch.from_numpy(a["image"]), "sigma": torch.from_numpy(a["sigma"]),
-                               "mask": torch.from_numpy(a["mask"]), "psf": torch.from_numpy(a["psf"]),
-                               "psf_oversampling": a["oversampling"],
-                               "psf_includes_pixel": a["psf_includes_pixel"],
-                               "zeropoint": float(c.zeropoint),
-                               "pixel_scale": float(c.pixel_scale) if c.pixel_scale else math.nan,
-                               "target": target, "id": str(c.id), "psf_fwhm_arcsec": math.nan})
-        if not self.items:
-            raise ValueError("no cutout has a label (ids must match the label catalog's rows "
-                             "without a quality flag)")
-        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self):
-        return len(self.items)
-
-    def __iter__(self):
-        order = np.arange(len(self.items))
-        if self.shuffle:
-            np.random.default_rng([self.seed, self.epoch, 7]).shuffle(order)
-        for i in order:
-            yield self.items[i]
-
-
-class Mixed(torch.utils.data.IterableDataset):
-    """Several item sources interleaved in proportion to their lengths (seeded per epoch)."""
-
-    def __init__(self, sources, seed: int = 0):
-        super().__init__()
-        self.sources = list(sources)
-        if not self.sources:
-            raise ValueError("Mixed needs at least one source")
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        for s in self.sources:
-            s.set_epoch(epoch)
-
-    def __len__(self):
-        return sum(len(s) for s in self.sources)
-
-    def __iter__(self):
-        its = [iter(s) for s in self.sources]
-        left = np.array([len(s) for s in self.sources], float)
-        rng = np.random.default_rng([self.seed, self.epoch, 11])
-        while its:
-            k = rng.choice(len(its), p=left / left.sum()) if len(its) > 1 else 0
-            try:
-                yield next(its[k])
-                left[k] = max(left[k] - 1, 1e-9)
-            except StopIteration:
-                del its[k]
-                left = np.delete(left, k)
+def labelled_items(cutouts, labels: dict):
+    """Items of real cutouts (any iterable of :class:`~galmoss_auto.fitting.cutout.Cutout`,
+    masks applied, as the initializer sees them:
+    :func:`galmoss_auto.pipelines.run.prepare_training_cutouts` gives them) with labels
+    ``{id: target}`` (see :func:`labels_from_catalog`), one at a time; cutouts without a label
+    are passed over.  Raises ValueError for a labelled cutout without a PSF."""
+    for c in cutouts:
+        target = labels.get(str(c.id))
+        if target is None:
+            continue
+        if c.psf is None:
+            raise ValueError(f"{c.source or c.id}: fine-tuning needs a PSF for every cutout")
+        a = cutout_arrays(c)
+        yield {"image": a["image"], "sigma": a["sigma"], "mask": a["mask"], "psf": a["psf"],
+               "psf_oversampling": float(a["oversampling"]),
+               "psf_includes_pixel": bool(a["psf_includes_pixel"]),
+               "zeropoint": float(c.zeropoint),
+               "pixel_scale": float(c.pixel_scale) if c.pixel_scale else math.nan,
+               "target": dict(target), "id": str(c.id), "psf_fwhm_arcsec": math.nan}
 
 
 def collate(items: list[dict]) -> dict:

@@ -4,7 +4,8 @@ Stage API (used by :mod:`galmoss_auto.pipelines`' ``train``):
 
 * :data:`DEFAULTS`: the documented default size and its cost;
 * :func:`build_module` ``(**hparams) -> InitNetModule``;
-* :func:`build_datamodule` ``(train_dir, val_dir, batch_size, seed, num_workers, real, labels)``;
+* :func:`build_datamodule` ``(train_dir, val_dir, batch_size, seed, num_workers, real, labels,
+  real_options, real_cache)``;
 * :func:`evaluate` ``(module, sim_dir, device) -> dict`` (starts against the truth and against sep
   on a held-out simulation folder; :mod:`galmoss_auto.initnet.evaluate`);
 * :func:`export` ``(module, zoo_dir, *, survey, bands, training, evaluation) -> Path`` (a zoo
@@ -27,12 +28,15 @@ Under DDP each rank reads its own shards (``rank``/``world_size`` from the train
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
 
-from .data import Mixed, LabelledCutouts, SimItems, collate, labels_from_catalog
+from galmoss_auto.data_scripts.item_store import ItemWriter, Mixed, StoredItems, cache_folder, read_index
+
+from .data import SimItems, collate, labelled_items, labels_from_catalog
 from .encoding import targets_from_catalog, unstandardise
 from .inputs import N_PROFILE, N_SCALARS, prepare_inputs
 from .loss import InitNetLoss
@@ -200,10 +204,20 @@ class InitNetDataModule(L.LightningDataModule):
         (:func:`~galmoss_auto.initnet.data.labels_from_catalog`).
     real_options : the settings (:class:`~galmoss_auto.pipelines.config.RunConfig` fields) the
         real cutouts are prepared with when ``real`` is a path (see :func:`_read_real`).
+    real_cache : folder of the prepared real items (default: a folder of the system's
+        temporary directory named by what they are prepared from,
+        :func:`~galmoss_auto.data_scripts.item_store.cache_folder`).
+
+    The real cutouts are prepared once, in :meth:`prepare_data` (one process per machine; a
+    chunk of cutouts in memory at a time), into item stores ``real_cache/train`` and
+    ``real_cache/val`` on disk, reused while what they are prepared from is unchanged; each
+    rank and data-loader worker then streams its own share of them
+    (:class:`~galmoss_auto.data_scripts.item_store.StoredItems`).
     """
 
     def __init__(self, train_dir=None, val_dir=None, batch_size: int = 64, seed: int = 0,
-                 num_workers: int = 0, real=None, labels=None, real_options: dict | None = None):
+                 num_workers: int = 0, real=None, labels=None, real_options: dict | None = None,
+                 real_cache=None):
         super().__init__()
         if train_dir is None and real is None:
             raise ValueError("give train_dir (simulated shards) and/or real cutouts with labels")
@@ -213,7 +227,12 @@ class InitNetDataModule(L.LightningDataModule):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.train_dir, self.val_dir = train_dir, val_dir
         self.batch_size, self.seed, self.num_workers = int(batch_size), int(seed), int(num_workers)
-        self.real, self.labels, self.real_options = real, labels, dict(real_options or {})
+        self.real, self.real_options = real, dict(real_options or {})
+        self.labels = None if labels is None else (
+            labels if isinstance(labels, dict) else labels_from_catalog(labels))
+        self.real_key = None if real is None else _real_key(real, self.labels, self.real_options, self.seed)
+        self.real_cache = None if real is None else Path(
+            real_cache if real_cache is not None else cache_folder("initnet", self.real_key))
         self.train_set = self.val_set = None
 
     @staticmethod
@@ -222,23 +241,38 @@ class InitNetDataModule(L.LightningDataModule):
             return []
         return list(x) if isinstance(x, (list, tuple)) else [x]
 
+    def prepare_data(self):
+        """Prepare the real cutouts into the item stores (skipped when they are there)."""
+        if self.real is None or all(read_index(self.real_cache / part, self.real_key) for part in ("train", "val")):
+            return
+        # the held-out ids are drawn from the labelled ids of the input, so that the stores can
+        # be written in one pass over the cutouts
+        ids = sorted(set(self.labels) & set(_real_ids(self.real)))
+        rng = np.random.default_rng(self.seed)
+        held = set(rng.choice(ids, size=max(1, len(ids) // 10), replace=False)) if len(ids) >= 10 else set()
+        with ItemWriter(self.real_cache / "train", self.real_key) as train, \
+                ItemWriter(self.real_cache / "val", self.real_key) as val:
+            for item in labelled_items(_read_real(self.real, self.real_options, ids=self.labels), self.labels):
+                (val if item["id"] in held else train).add(item)
+
     def setup(self, stage=None):
         rank, world = 0, 1
         if self.trainer is not None:
             rank, world = self.trainer.global_rank, self.trainer.world_size
+        else:                       # used without a Trainer: nobody called prepare_data
+            self.prepare_data()
         train = [SimItems(f, shuffle=True, seed=self.seed, rank=rank, world_size=world)
                  for f in self._folders(self.train_dir)]
         val = [SimItems(f, shuffle=False, rank=rank, world_size=world) for f in self._folders(self.val_dir)]
         if self.real is not None:
-            labels = self.labels if isinstance(self.labels, dict) else labels_from_catalog(self.labels)
-            cutouts = _read_real(self.real, self.real_options, ids=labels)
-            ids = sorted(c.id for c in cutouts if str(c.id) in labels)
-            rng = np.random.default_rng(self.seed)
-            held = set(rng.choice(ids, size=max(1, len(ids) // 10), replace=False)) if len(ids) >= 10 else set()
-            train.append(LabelledCutouts([c for c in cutouts if c.id not in held], labels, shuffle=True,
-                                         seed=self.seed))
-            if held:
-                val.append(LabelledCutouts([c for c in cutouts if c.id in held], labels))
+            if sum(read_index(self.real_cache / part)["n"] for part in ("train", "val")) == 0:
+                raise ValueError(f"{self.real}: no cutout has a label (ids must match the label catalog's "
+                                 "rows without a quality flag)")
+            for part, into, shuffle in (("train", train, True), ("val", val, False)):
+                store = StoredItems(self.real_cache / part, shuffle=shuffle, seed=self.seed,
+                                    rank=rank, world_size=world)
+                if len(store):
+                    into.append(store)
         self.train_set = Mixed(train, seed=self.seed)
         self.val_set = Mixed(val, seed=self.seed) if val else None
 
@@ -254,24 +288,52 @@ class InitNetDataModule(L.LightningDataModule):
         return self._loader(self.val_set) if self.val_set is not None else []
 
 
-def _read_real(real, options: dict | None = None, ids=None) -> list:
-    """The initializer's view of real cutouts: a list of Cutouts is used as given (masks
-    applied, as the initializer is to see them); anything ``run`` reads (a manifest, a folder,
-    a glob, one FITS file) is prepared as ``run`` prepares it
-    (:func:`galmoss_auto.pipelines.run.prepare_cutouts`: survey defaults, sky measured, the
-    run's masker, the modelled neighbours hidden), with ``options`` the
+def _is_cutout_list(real) -> bool:
+    return isinstance(real, (list, tuple)) and all(hasattr(c, "image") for c in real)
+
+
+def _real_ids(real) -> list[str]:
+    """The galaxy ids of real cutouts (a list of Cutouts or anything ``run`` reads)."""
+    if _is_cutout_list(real):
+        return [str(c.id) for c in real]
+    from galmoss_auto.pipelines.inputs import read_inputs
+    return [str(r["id"]) for r in read_inputs(str(real))]
+
+
+def _real_key(real, labels: dict, options: dict, seed: int) -> str:
+    """What the prepared real items depend on (see
+    :func:`~galmoss_auto.pipelines.run.training_cutouts_key`)."""
+    import hashlib
+    import json
+    extra = {"stage": "initnet", "labels": labels, "seed": seed, "format": 1}
+    if _is_cutout_list(real):   # cutouts in memory: their ids and pixels
+        h = hashlib.sha256(json.dumps(extra, sort_keys=True, default=str).encode())
+        for c in real:
+            h.update(str(c.id).encode())
+            for a in (c.image, c.sigma, c.mask, c.psf):
+                h.update(b"-" if a is None else np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+    from galmoss_auto.pipelines.run import training_cutouts_key
+    return training_cutouts_key(real, options, **extra)
+
+
+def _read_real(real, options: dict | None = None, ids=None):
+    """The initializer's view of real cutouts, one at a time: a list of Cutouts is used as
+    given (masks applied, as the initializer is to see them); anything ``run`` reads (a
+    manifest, a folder, a glob, one FITS file) is prepared as ``run`` prepares it
+    (:func:`galmoss_auto.pipelines.run.prepare_training_cutouts`: survey defaults, sky
+    measured, the run's masker, the modelled neighbours hidden), with ``options`` the
     :class:`~galmoss_auto.pipelines.config.RunConfig` settings of the run that labelled them
     (mask, sky, survey, band, zoo, psf, zeropoint, pixel_scale, ...).  Cutouts that cannot be
     read or masked are left out with a warning.  ``ids``: only these galaxies are prepared."""
-    if isinstance(real, (list, tuple)) and all(hasattr(c, "image") for c in real):
-        return list(real)
+    if _is_cutout_list(real):
+        yield from real
+        return
     from galmoss_auto.pipelines.prepare import init_view
     from galmoss_auto.pipelines.run import prepare_training_cutouts
 
-    kept = prepare_training_cutouts(real, options, ids=ids)
-    if not kept:
-        raise ValueError(f"{real}: no real cutout could be prepared for fine-tuning")
-    return [init_view(g) for g in kept]
+    for g in prepare_training_cutouts(real, options, ids=ids):
+        yield init_view(g)
 
 
 def inference_network(module) -> torch.nn.Module:
@@ -294,12 +356,12 @@ def build_module(**hparams) -> InitNetModule:
 
 def build_datamodule(train_dir, val_dir, batch_size: int = DEFAULTS["batch_size"], seed: int = 0,
                      num_workers: int = 0, real=None, labels=None,
-                     real_options: dict | None = None) -> InitNetDataModule:
+                     real_options: dict | None = None, real_cache=None) -> InitNetDataModule:
     """The data module over simulated folders and/or real labelled cutouts (see
     :class:`InitNetDataModule`)."""
     return InitNetDataModule(train_dir, val_dir, batch_size=batch_size, seed=seed,
                              num_workers=num_workers, real=real, labels=labels,
-                             real_options=real_options)
+                             real_options=real_options, real_cache=real_cache)
 
 
 def evaluate(module, sim_dir, device="cpu", **kw) -> dict:

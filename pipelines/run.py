@@ -361,16 +361,19 @@ def attach_defaults(records: list[dict], cfg: RunConfig, psf_dir) -> list[dict]:
     return apply_defaults(records, survey_defaults(cfg.survey, cfg.band, psf_dir), "survey")
 
 
-def prepare_cutouts(cfg: RunConfig, ids=None, stream=None) -> tuple[list[Prepared], list[CutoutFailure]]:
-    """Everything ``run`` does to ``cfg.input``'s galaxies before the fit, and nothing after:
-    the same reader and defaults, noise step, masker (``cfg.mask``, learned where a checkpoint
-    resolves) and sky mode; the initializer is sep's (cheap; the caller wants the cutouts).
+def iter_prepared(cfg: RunConfig, ids=None, stream=None):
+    """Everything ``run`` does to ``cfg.input``'s galaxies before the fit, and nothing after,
+    one chunk (``cfg.chunk_size``, default 128 cutouts) at a time: yields ``(prepared,
+    failures)`` per chunk.  The same reader and defaults, noise step, masker (``cfg.mask``,
+    learned where a checkpoint resolves) and sky mode as ``run``; the initializer is sep's
+    (cheap; the caller wants the cutouts).
 
-    ``ids``: only these galaxies (default all).  Returns the prepared galaxies (their
-    initializer's view is :func:`galmoss_auto.pipelines.prepare.init_view`) and the cutouts
-    that could not be read or measured.  Used by training on real cutouts, so that a network
-    learns from cutouts prepared exactly as ``run`` prepares them.  Raises :class:`RunError`
-    for unusable settings or input; ``cfg.out`` is not written to."""
+    ``ids``: only these galaxies (default all).  ``prepared`` are :class:`Prepared` galaxies
+    (their initializer's view is :func:`galmoss_auto.pipelines.prepare.init_view`),
+    ``failures`` the cutouts that could not be read or measured.  Used by training on real
+    cutouts, so that a network learns from cutouts prepared exactly as ``run`` prepares them;
+    a chunk at a time, so that any number of cutouts can be prepared.  Raises
+    :class:`RunError` for unusable settings or input; ``cfg.out`` is not written to."""
     import dataclasses
     import tempfile
 
@@ -387,7 +390,6 @@ def prepare_cutouts(cfg: RunConfig, ids=None, stream=None) -> tuple[list[Prepare
     for note in notes:
         stream.write(f"galmoss-auto: {note}\n")
     device = _pick_device(cfg.device)
-    prepared, failures = [], []
     with tempfile.TemporaryDirectory(prefix="galmoss-prepare-") as psf_dir:
         try:
             attach_defaults(records, cfg, Path(psf_dir))
@@ -397,31 +399,56 @@ def prepare_cutouts(cfg: RunConfig, ids=None, stream=None) -> tuple[list[Prepare
         for chunk in cutout_loader(records, batch_size=cfg.chunk_size or 128, num_workers=cfg.workers,
                                    transform=Preparer(masker, initializer, cfg.sky)):
             batch_stages(chunk, device)
-            prepared += [g for g in chunk if isinstance(g, Prepared)]
-            failures += [g for g in chunk if isinstance(g, CutoutFailure)]
-    return prepared, failures
+            yield ([g for g in chunk if isinstance(g, Prepared)],
+                   [g for g in chunk if isinstance(g, CutoutFailure)])
 
 
-def prepare_training_cutouts(real, options: dict | None = None, ids=None) -> list[Prepared]:
-    """:func:`prepare_cutouts` for training on real cutouts: ``real`` is anything ``run`` reads,
-    ``options`` the :class:`RunConfig` settings to prepare it with (progress off by default).
-    Cutouts that cannot be read, or whose masker failed, are left out with one warning that
-    names them."""
+def prepare_training_cutouts(real, options: dict | None = None, ids=None):
+    """:func:`iter_prepared` for training on real cutouts, as a stream of :class:`Prepared`
+    galaxies (a chunk in memory at a time): ``real`` is anything ``run`` reads, ``options``
+    the :class:`RunConfig` settings to prepare it with (progress off by default).  Cutouts
+    that cannot be read, or whose masker failed, are left out, and named in one warning once
+    the stream is exhausted."""
     import tempfile
     import warnings
 
     settings = {"progress": False, **(options or {})}
-    # prepare_cutouts never writes its output folder, but a RunConfig needs one
+    left = []
+    # iter_prepared never writes its output folder, but a RunConfig needs one
     with tempfile.TemporaryDirectory(prefix="galmoss-prepare-") as out:
-        prepared, failures = prepare_cutouts(RunConfig(input=str(real), out=out, **settings), ids=ids)
-    kept = [g for g in prepared if not g.flags & int(Flag.MASK_FAILED)]
-    left = [f"{f.id}: {f.message}" for f in failures] + [
-        f"{g.id}: its masker failed ({g.columns.get('message', '')})" for g in prepared
-        if g.flags & int(Flag.MASK_FAILED)]
+        for prepared, failures in iter_prepared(RunConfig(input=str(real), out=out, **settings), ids=ids):
+            left += [f"{f.id}: {f.message}" for f in failures]
+            for g in prepared:
+                if g.flags & int(Flag.MASK_FAILED):
+                    left.append(f"{g.id}: its masker failed ({g.columns.get('message', '')})")
+                else:
+                    yield g
     if left:
         warnings.warn(f"{real}: {len(left)} real cutout(s) left out of training: " + "; ".join(left[:5])
-                      + (" ..." if len(left) > 5 else ""), stacklevel=3)
-    return kept
+                      + (" ..." if len(left) > 5 else ""), stacklevel=2)
+
+
+def training_cutouts_key(real, options: dict | None = None, **extra) -> str:
+    """sha256 (hex) of what real training cutouts are prepared from: what ``real`` lists
+    (:func:`~galmoss_auto.pipelines.inputs.inputs_hash` of its records, with each named file's
+    size and modification time, so that a rewritten file counts), the preparation
+    ``options`` and the caller's ``extra`` settings (labels, stage, seed, ...; JSON values).
+    A prepared item store whose key differs is prepared again."""
+    import hashlib
+
+    try:
+        records = read_inputs(str(real))
+    except (InputError, ValueError, OSError) as exc:
+        raise RunError(str(exc)) from None
+    stats = []
+    for rec in records:
+        for value in rec.values():
+            if isinstance(value, str) and os.path.isfile(value):
+                st = os.stat(value)
+                stats.append([value, st.st_size, st.st_mtime_ns])
+    h = hashlib.sha256(inputs_hash(records).encode())
+    h.update(json.dumps([stats, options or {}, extra], sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def merge_run(out, order: list[str] | None = None) -> Table:

@@ -18,7 +18,9 @@ Steps, for each chosen stage (``all`` = automask then initnet):
    settings.  ``--data SIMDIR`` trains on an existing ``galmoss-auto simulate`` output instead
    (validation still simulated, unless SIMDIR holds ``train/`` and ``val/``).  ``--real
    CUTOUTS --labels CATALOG`` adds real cutouts with labels (a previous run's catalog, whose
-   converged fits without a quality flag are used, or a user catalog) to the stage's data module.
+   converged fits without a quality flag are used, or a user catalog) to the stage's data module;
+   they are prepared once (as ``run`` prepares them, a chunk at a time) into
+   ``ZOO/data/real-<stage>/`` and streamed from there, each rank reading its own share.
 2. **Training** with one Lightning Trainer configuration for every stage: ``--devices`` x
    ``--num-nodes`` processes (DDP when > 1, gloo on the CPU, NCCL on GPUs), ``--precision``,
    ``default_root_dir = ZOO/lightning/<stage>``, a ``last.ckpt`` saved every epoch (``--resume``
@@ -583,6 +585,8 @@ def _plan(opts, survey) -> dict:
             data_cache[key] = _prepare_data(_with_blend(opts, s), survey, s["n_train"], s["n_val"],
                                             s["size"])
         train_dir, val_dir, data_info = data_cache[key]
+        if opts.real:
+            _prepare_real(opts, name, stage, train_dir, val_dir, s)
         start = _start_weights(opts).get(name)
         plan["stages"][name] = {"settings": s, "train_dir": str(train_dir),
                                 "val_dir": str(val_dir), "data": data_info, "ckpt": ckpt,
@@ -724,6 +728,28 @@ def real_run_options(opts) -> dict:
     return {"survey": opts.survey, "band": opts.band}
 
 
+def _real_data(opts, name: str) -> dict:
+    """The data module's real-cutout arguments: the cutouts, their labels, the settings they are
+    prepared with and their item store, ``ZOO/data/real-<stage>`` beside the simulations."""
+    if not opts.real:
+        return {}
+    return {"real": opts.real, "labels": opts.labels, "real_options": real_run_options(opts),
+            "real_cache": str(Path(opts.out) / "data" / f"real-{name}")}
+
+
+def _prepare_real(opts, name: str, stage, train_dir, val_dir, s: dict) -> None:
+    """Rank 0, with the simulations: prepare the real cutouts into their item store (the data
+    module's ``prepare_data``; Lightning's own call then finds them done) and check that some
+    have labels, so that a bad ``--real`` or ``--labels`` stops here with its message."""
+    from galmoss_auto.pipelines.run import RunError
+    try:
+        dm = stage.build_datamodule(train_dir, val_dir, batch_size=s["batch_size"], seed=opts.seed,
+                                    **_real_data(opts, name))
+        dm.setup()
+    except (ValueError, OSError, RunError) as exc:
+        raise TrainError(f"stage {name}: {exc}") from None
+
+
 def _start_weights(opts) -> dict:
     """{stage: ResolvedCheckpoint} of ``--init-weights`` for the stages being trained.  A
     choice for a named stage must resolve for it; a bare one must resolve for at least one."""
@@ -790,10 +816,8 @@ def _fit_all(opts, accelerator, stages, plan) -> dict:
             # hyperparameters (defaults may have changed since it was written)
             module = type(module).load_from_checkpoint(p["ckpt"], map_location="cpu")
         try:
-            real = {"real": opts.real, "labels": opts.labels,
-                    "real_options": real_run_options(opts)} if opts.real else {}
             dm = stage.build_datamodule(p["train_dir"], p["val_dir"], batch_size=s["batch_size"],
-                                        seed=opts.seed, num_workers=workers, **real)
+                                        seed=opts.seed, num_workers=workers, **_real_data(opts, name))
         except (ValueError, FileNotFoundError) as exc:
             raise TrainError(f"stage {name}: {exc}") from None
         root = _stage_root(opts, name)

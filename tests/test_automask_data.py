@@ -68,7 +68,8 @@ def test_real_cutouts_with_labels(sim, tmp_path):
     for z, t in items:
         assert (t["labels"] == CENTRAL).sum() == 1
         assert z.shape == (1, 64, 64)
-    dm = build_datamodule(sim, None, batch_size=2, real=sim / "manifest.ecsv", labels=tmp_path / "labels.ecsv")
+    dm = build_datamodule(sim, None, batch_size=2, real=sim / "manifest.ecsv", labels=tmp_path / "labels.ecsv",
+                          real_cache=tmp_path / "items")
     dm.setup()
     assert len(list(dm.train_set)) == 6 + len(items)
     with pytest.raises(ValueError, match="both"):

@@ -16,7 +16,7 @@ from astropy.table import Table
 from galmoss_auto.fitting.cutout import Cutout
 from galmoss_auto.fitting.noise import SkyEstimate
 from galmoss_auto.fitting.tensor_render import render_batch
-from galmoss_auto.initnet.data import LabelledCutouts, collate
+from galmoss_auto.initnet.data import collate, labelled_items
 from galmoss_auto.initnet.inputs import stack_cutouts
 from galmoss_auto.initnet.lightning import build_datamodule, build_module
 from galmoss_auto.initnet.loss import chi2_nu
@@ -89,7 +89,7 @@ def _oversampled_cutouts(n=4, size=40, seed=3):
 
 def test_labelled_cutouts_are_read_as_the_initializer_reads_them():
     cutouts, labels = _oversampled_cutouts()
-    items = list(LabelledCutouts(cutouts, labels))
+    items = list(labelled_items(cutouts, labels))
     batch = collate(items)
     assert batch["oversampling"].tolist() == [3.0] * 4
     assert batch["psf_includes_pixel"].all()
@@ -137,7 +137,7 @@ def test_fine_tuning_prepares_real_cutouts_as_run_does(tmp_path):
     manifest, labels, neighbour_pixel = _write_real(tmp_path / "real")
     labels.write(tmp_path / "labels.ecsv", format="ascii.ecsv")
     dm = build_datamodule(None, None, batch_size=4, real=str(manifest), labels=tmp_path / "labels.ecsv",
-                          real_options={"mask": "sep", "workers": 0})
+                          real_options={"mask": "sep", "workers": 0}, real_cache=tmp_path / "items")
     dm.setup()
     items = sorted(dm.train_set, key=lambda it: it["id"])
     assert [it["id"] for it in items] == ["g0", "g1", "g2", "g3"]
@@ -157,7 +157,7 @@ def test_a_bad_real_cutout_is_left_out_with_a_warning(tmp_path):
     (tmp_path / "real" / "g2.fits").write_bytes(b"not a FITS file")
     with pytest.warns(UserWarning, match=r"1 real cutout\(s\) left out.*g2"):
         dm = build_datamodule(None, None, batch_size=4, real=str(manifest), labels=labels,
-                              real_options={"mask": "sep", "workers": 0})
+                              real_options={"mask": "sep", "workers": 0}, real_cache=tmp_path / "items")
         dm.setup()
     assert sorted(it["id"] for it in dm.train_set) == ["g0", "g1", "g3"]
 
@@ -208,3 +208,38 @@ def test_labels_are_fits_without_a_quality_flag():
     table = Table({"id": [f"g{i}" for i in range(6)], "flags": np.array([int(f) for f in flags]),
                    **{f"sersic_{k}": np.full(6, 2.0) for k in ("x", "y", "mag", "r_e", "n", "q", "pa")}})
     assert sorted(labels_from_catalog(table)) == ["g0", "g1", "g5"]
+
+
+def test_train_prepares_real_cutouts_once_into_the_zoo_and_streams_them(tmp_path, capsys):
+    """``train --real --labels`` writes the prepared cutouts to ZOO/data/real-<stage>/ and
+    reuses them while the inputs are unchanged; a changed label catalog prepares them again;
+    unusable real cutouts stop it before training, with a message that names them."""
+    pytest.importorskip("galsim")
+    from galmoss_auto.data_scripts.item_store import StoredItems, read_index
+    from galmoss_auto.pipelines import train
+
+    manifest, labels, _ = _write_real(tmp_path / "real")
+    labels.write(tmp_path / "labels.ecsv", format="ascii.ecsv")
+    zoo = tmp_path / "zoo"
+    common = ["--survey", "sdss", "--band", "r", "--stage", "initnet", "--n-train", "8", "--n-val", "8",
+              "--epochs", "1", "--batch-size", "4", "--size", "48", "--no-progress", "--out", str(zoo),
+              "--real", str(manifest), "--labels", str(tmp_path / "labels.ecsv")]
+    assert train.main(common) == 0
+    store = zoo / "data" / "real-initnet"
+    index = read_index(store / "train")
+    assert index["n"] == 4 and read_index(store / "val")["n"] == 0      # < 10 labels: none held out
+    assert sorted(it["id"] for it in StoredItems(store / "train")) == ["g0", "g1", "g2", "g3"]
+    written = (store / "train" / "index.json").stat().st_mtime_ns
+    assert train.main(common + ["--overwrite"]) == 0
+    assert (store / "train" / "index.json").stat().st_mtime_ns == written      # reused
+    labels[:3].write(tmp_path / "labels.ecsv", format="ascii.ecsv", overwrite=True)
+    assert train.main(common + ["--overwrite"]) == 0
+    assert read_index(store / "train")["n"] == 3                                # prepared again
+    bad = [a if a != str(manifest) else str(tmp_path / "nosuch.ecsv") for a in common]
+    assert train.main(bad + ["--overwrite"]) == 2
+    assert "nosuch.ecsv" in capsys.readouterr().err
+    Table({"id": ["x1"], "flags": [0], **{f"sersic_{k}": [1.0] for k in "x y mag r_e n q pa".split()}}
+          ).write(tmp_path / "other.ecsv", format="ascii.ecsv")
+    other = [a if a != str(tmp_path / "labels.ecsv") else str(tmp_path / "other.ecsv") for a in common]
+    assert train.main(other + ["--overwrite"]) == 2
+    assert "no cutout has a label" in capsys.readouterr().err
