@@ -57,6 +57,7 @@ import shlex
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -831,7 +832,12 @@ def _fit_all(opts, accelerator, stages, plan) -> dict:
             trainer = L.Trainer(**kwargs)
         except Exception as exc:        # Lightning's MisconfigurationException and kin
             raise TrainError(f"stage {name}: cannot configure Lightning: {exc}") from None
-        trainer.fit(module, datamodule=dm, ckpt_path=p["ckpt"])
+        with warnings.catch_warnings():
+            # every stream of the data modules (ShardDataset, StoredItems) gives each rank and
+            # data-loader worker its own items, so Lightning's caution that an IterableDataset's
+            # length "could be inaccurate" with several workers does not apply
+            warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined")
+            trainer.fit(module, datamodule=dm, ckpt_path=p["ckpt"])
         fitted[name] = (module, trainer, meter)
     return fitted
 
