@@ -296,8 +296,7 @@ class AutomaskData(L.LightningDataModule):
                 if self.trainer is None:        # used without a Trainer: nobody called prepare_data
                     self.prepare_data()
                 if read_index(self.real_cache)["n"] == 0:
-                    raise ValueError(f"{self.real}: no cutout with a label free of quality flags in "
-                                     f"{self.labels} and a detected central")
+                    raise _no_real_items(self.real, self.labels)
                 real = StoredItems(self.real_cache, shuffle=True, seed=self.seed, rank=rank, world_size=world,
                                    transform=_as_pair)
                 self.train_set = Mixed([self.train_set, real], seed=self.seed)
@@ -333,8 +332,12 @@ def real_instances(real, labels, max_central_distance: float = 0.25, options: di
     """:func:`iter_real_instances` as a list; raises ValueError when it is empty."""
     items = list(iter_real_instances(real, labels, max_central_distance, options))
     if not items:
-        raise ValueError(f"{real}: no cutout with a label free of quality flags in {labels} and a detected central")
+        raise _no_real_items(real, labels)
     return items
+
+
+def _no_real_items(real, labels) -> ValueError:
+    return ValueError(f"{real}: no cutout with a label free of quality flags in {labels} and a detected central")
 
 
 def iter_real_instances(real, labels, max_central_distance: float = 0.25, options: dict | None = None):

@@ -29,14 +29,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from galmoss_auto.data_scripts.item_store import Mixed
 from galmoss_auto.data_scripts.shards import ShardDataset
 
 from galmoss_auto.fitting.flags import is_clean_fit
 
 from .inputs import cutout_arrays, pad_arrays
 
-__all__ = ["TARGET_KEYS", "SimItems", "labelled_items", "Mixed", "collate", "labels_from_catalog"]
+__all__ = ["TARGET_KEYS", "SimItems", "labelled_items", "collate", "labels_from_catalog"]
 
 TARGET_KEYS = ("x", "y", "mag", "r_e", "n", "q", "pa")
 
