@@ -176,6 +176,8 @@ def main(argv=None) -> int:
         res["fits"]["bulge_disk_sep"] = fit_stats(cutouts, truth, multi_component_start(model, sv), model,
                                                   ("bulge", "disk"))
         res["fits"]["bulge_disk_truth"] = fit_stats(cutouts, truth, truth["components"], model, ("bulge", "disk"))
+        # no start at all: the fitter's generic guess (cutout centre, total flux, n = 2.5)
+        res["fits"]["bulge_disk_generic"] = fit_stats(cutouts, truth, {}, model, ("bulge", "disk"))
         print("bd", res["fits"], flush=True)
     # 3. ablation
     runs = Path(a.runs)

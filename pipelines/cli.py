@@ -83,6 +83,10 @@ def _add_run_parser(subparsers) -> None:
                                  "mask,zeropoint,pixel_scale,gain,saturation]), a directory of FITS "
                                  "cutouts, or a quoted glob")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--model", default=None, metavar="FILE",
+                   help="model to fit instead of one Sersic: model.yaml, model.toml or a GALFIT "
+                        "feedme (its components, fixed values, ties and bounds; starts come from "
+                        "--init's single-Sersic start, spread over bulge and disk by a rule)")
     d = p.add_argument_group("defaults for rows whose manifest cell, extensions and header lack them")
     d.add_argument("--survey", default=None, help="survey preset (sdss, legacy, hsc, lsst): pixel "
                    "scale, zero-point, gain and PSF; needs --band")

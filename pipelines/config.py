@@ -22,7 +22,7 @@ RESULT_KEYS = ("mask", "init", "sky", "survey", "band", "psf", "zeropoint", "pix
                "weights", "strict", "world_size", "residual_search")
 #: What a result setting added after a run was written meant there: such a run resumes when
 #: the setting is given the old behaviour (a run from before the residual search had none).
-RESULT_KEY_ABSENT = {"residual_search": False}
+RESULT_KEY_ABSENT = {"residual_search": False, "model_hash": None}
 SKY_MODES = ("flat", "tilted", "subtract", "none")
 
 
@@ -72,6 +72,9 @@ class RunConfig:
         and the fitted neighbours missed, fit it as an extra Sérsic, and keep it where chi²
         drops by more than 25 (:func:`galmoss_auto.fitting.neighbours.fit_with_neighbours`,
         ``search``); such neighbours have ``origin`` "residual" in neighbours.fits.
+    model : a model file (YAML/TOML description or GALFIT feedme) to fit instead of one Sérsic
+        (:func:`galmoss_auto.pipelines.run.read_run_model`; its content, not its path, must
+        match when a run is resumed).
     """
 
     input: str
@@ -106,6 +109,7 @@ class RunConfig:
     rank: int = 0
     world_size: int = 1
     residual_search: bool = True
+    model: str | None = None
 
     def __post_init__(self):
         if self.workers < 0:

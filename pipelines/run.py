@@ -34,6 +34,15 @@ masked), ``mask_frac`` (fraction of pixels excluded from the fit), ``sky_level``
 ``header``, ``option``, ``survey``, ``estimated`` or ``none``), ``n_saturated`` (pixels masked
 as saturated), ``message`` (why a stage failed or what is doubtful), ``source`` (the image).
 
+The model is one Sérsic (``sersic_<p>`` columns) unless ``--model`` (``RunConfig.model``: a
+YAML/TOML model description or a GALFIT feedme, whose components, fixed values, ties and bounds
+are used; a feedme's starting values and image settings are not, since the starts come from the
+stages) or the ``model`` argument of :func:`run` names another; its columns are then
+``<component>_<p>``.  Its starting values come from the initializer's single-Sérsic start by the
+bulge + disk rule (:func:`galmoss_auto.initnet.bulge_disk.multi_component_start`; the
+``init_sersic_<p>`` columns keep that start), and each of its positioned components stays within
+:data:`TARGET_WINDOW` px of its start unless the model gives it a window.
+
 Several processes can share one run (``RunConfig.rank`` / ``world_size``): each fits one
 contiguous block of the input into its own shards under its own lock; the launcher calls
 :func:`merge_run` once they are all done.
@@ -58,6 +67,7 @@ from galmoss_auto.fitting.cutout import psf_fwhm_px
 from galmoss_auto.fitting.dataset import CutoutFailure, cutout_loader
 from galmoss_auto.fitting.flags import Flag
 from galmoss_auto.initnet.base import PARAMS, get_initializer
+from galmoss_auto.initnet.bulge_disk import multi_component_start
 from galmoss_auto.pipelines.config import RESULT_KEY_ABSENT, RunConfig, parse_weights, survey_defaults
 from galmoss_auto.pipelines.inputs import InputError, apply_defaults, inputs_hash, read_inputs
 from galmoss_auto.pipelines.prepare import BatchStages, Prepared, Preparer
@@ -67,7 +77,8 @@ from galmoss_auto.pipelines.record import catalog_counts, write_record
 from galmoss_auto.pipelines.shards import (LockError, OutputLock, ShardStore, atomic_write_table,
                                            fill_missing)
 
-__all__ = ["run", "merge_run", "run_model", "RunError", "COMPONENT", "CRASH_ENV"]
+__all__ = ["run", "merge_run", "run_model", "read_run_model", "model_digest", "RunError", "COMPONENT",
+           "CRASH_ENV"]
 
 #: The default one-component model's component name (catalog prefix).
 COMPONENT = "sersic"
@@ -99,7 +110,41 @@ def _usable_out(out: Path) -> None:
         raise RunError(f"{out}: the output directory is not writable")
 
 
-def _prepare_out_dir(cfg: RunConfig, store: ShardStore, digest: str) -> None:
+def read_run_model(path, stream=None):
+    """The :class:`~galmoss_auto.fitting.Model` of a ``--model`` file (YAML/TOML model
+    description or GALFIT feedme; :func:`galmoss_auto.fitting.modelspec.load_model_file`).  A
+    feedme's starting values and image settings are not used (``run``'s stages give them; a
+    note says so).  Raises :class:`RunError` naming the file when it cannot be used."""
+    from galmoss_auto.fitting.modelspec import ModelSpecError, load_model_file
+    if not Path(path).is_file():
+        raise RunError(f"--model {path}: no such file")
+    try:
+        model, init, options = load_model_file(path)
+    except (ModelSpecError, ValueError, KeyError, OSError) as exc:
+        raise RunError(f"--model {path}: {exc}") from None
+    if (init or options) and stream is not None:
+        stream.write(f"galmoss-auto: --model {path}: its components, fixed values, ties and bounds "
+                     "are used; its starting values and image settings are not (run's "
+                     "initializer starts every galaxy)\n")
+    return model
+
+
+def model_digest(model) -> str | None:
+    """What a resumed run compares to know the model is unchanged: None for the default
+    single Sérsic (also what a run written before ``--model`` existed had), else a hash of the
+    components (name, kind), fixed values, ties, bounds and windows."""
+    if model is None:
+        return None
+    import hashlib
+    desc = {"components": [[c.name, type(c).__name__] for c in model.components],
+            "fixed": {k: v for k, v in sorted(model.fixed.items())},
+            "ties": sorted(repr(t) for t in model.ties),
+            "bounds": {k: list(v) for k, v in sorted(model.bounds.items())},
+            "windows": dict(sorted(model.windows.items()))}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _prepare_out_dir(cfg: RunConfig, store: ShardStore, digest: str, model_hash: str | None = None) -> None:
     out = Path(cfg.out)
     cfg_path = out / "run_config.json"
     if cfg.overwrite and cfg.rank == 0:
@@ -112,7 +157,8 @@ def _prepare_out_dir(cfg: RunConfig, store: ShardStore, digest: str) -> None:
     if store.exists() and not cfg.resume and cfg.world_size == 1:
         raise RunError(f"{out} already holds the results of a run; use --resume to continue it "
                        "or --overwrite to start over")
-    settings = {**json.loads(json.dumps(cfg.result_settings())), "inputs_hash": digest}
+    settings = {**json.loads(json.dumps(cfg.result_settings())), "inputs_hash": digest,
+                "model_hash": model_hash}
     if cfg.resume and store.exists():
         if not cfg_path.is_file():
             raise RunError(f"{cfg_path}: missing, so the earlier run's settings are unknown; "
@@ -140,17 +186,19 @@ def _pick_device(device):
 
 
 def run_model(model=None, sky: str = "flat"):
-    """The model ``run`` fits: ``model`` (default one Sérsic named ``sersic``, its centre
-    within :data:`TARGET_WINDOW` px of its start) plus a sky component named ``sky`` (FlatSky
-    for ``sky="flat"``, TiltedSky for ``"tilted"``) unless it already has one; ``"subtract"``
-    and ``"none"`` add nothing."""
+    """The model ``run`` fits: ``model`` (default one Sérsic named ``sersic``), each of its
+    positioned components with no window of its own kept within :data:`TARGET_WINDOW` px of its
+    start, plus a sky component named ``sky`` (FlatSky for ``sky="flat"``, TiltedSky for
+    ``"tilted"``) unless it already has one; ``"subtract"`` and ``"none"`` add nothing."""
     from galmoss_auto.fitting.model import Model, default_model
     from galmoss_auto.fitting.profiles import FlatSky, TiltedSky
-    base = model
-    if base is None:
-        d = default_model()
-        base = Model(d.components, fixed=d.fixed, ties=d.ties, bounds=d.bounds,
-                     windows={**d.windows, COMPONENT: TARGET_WINDOW}, auxiliary=d.auxiliary)
+    d = model if model is not None else default_model()
+    windows = dict(d.windows)
+    for c in d.components:
+        if {"x", "y"} <= {spec.name for spec in c.param_specs}:
+            windows.setdefault(c.name, TARGET_WINDOW)
+    base = Model(d.components, fixed=d.fixed, ties=d.ties, bounds=d.bounds, windows=windows,
+                 auxiliary=d.auxiliary)
     if sky not in ("flat", "tilted") or any(c.kind in ("sky", "tiltedsky") for c in base.components):
         return base
     names = {c.name for c in base.components}
@@ -201,8 +249,9 @@ def _stage_columns(prepared: list[Prepared]) -> Table:
 def _fit_chunk(prepared: list[Prepared], cfg: RunConfig, device, model):
     """Fit one chunk; returns (catalog rows, fitted-neighbours table, empty when none)."""
     from galmoss_auto.fitting.neighbours import fit_with_neighbours
-    init = {f"{COMPONENT}_{p}": np.array([g.init.params[p] for g in prepared], np.float64)
-            for p in PARAMS}
+    single = {p: np.array([g.init.params[p] for g in prepared], np.float64) for p in PARAMS}
+    # the single-Sérsic start spread over the model's components (one Sérsic: as it is)
+    init = multi_component_start(model, single)
     sky = _sky_component(model)
     if sky is not None:
         # started from the background measured off the sources
@@ -478,13 +527,17 @@ def run(cfg: RunConfig, model=None, stream=None) -> dict:
     """Run the pipeline; returns the run record (also written to ``OUT/run.json``, or
     ``OUT/run-r<rank>.json`` for one rank of several).
 
-    ``model``: a :class:`galmoss_auto.fitting.Model` (None: one Sérsic named ``sersic``); the
-    ``--sky`` component is added to it (see :func:`run_model`).
+    ``model``: a :class:`galmoss_auto.fitting.Model` (None: ``cfg.model``'s file, else one
+    Sérsic named ``sersic``); the ``--sky`` component is added to it (see :func:`run_model`).
     Raises :class:`RunError` for unusable settings or input (the message names the file).
     """
     stream = stream if stream is not None else sys.stderr
     t_start = time.perf_counter()
     out = Path(cfg.out)
+    if cfg.model is not None:
+        if model is not None:
+            raise RunError("two models: give RunConfig.model (--model) or run(model=...), not both")
+        model = read_run_model(cfg.model, stream)
     try:
         records = read_inputs(cfg.input)          # before touching the output directory
     except (InputError, ValueError, OSError) as exc:
@@ -510,7 +563,7 @@ def _run_locked(cfg: RunConfig, model, stream, records, digest, t_start) -> dict
     multi = cfg.world_size > 1
     store = ShardStore(out, tag=f"r{cfg.rank}" if multi else None)
     try:
-        _prepare_out_dir(cfg, store, digest)
+        _prepare_out_dir(cfg, store, digest, model_digest(model))
         attach_defaults(records, cfg, out / "psf")
     except (InputError, ValueError) as exc:
         raise RunError(str(exc)) from None

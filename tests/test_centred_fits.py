@@ -180,6 +180,7 @@ def test_runs_target_stays_near_its_start():
     assert cat["sersic_x"][0] == pytest.approx(FAINT["x"] + TARGET_WINDOW) and cat["flags"][0] & Flag.AT_BOUND
     free, _ = fit_with_neighbours([cut], _start(FAINT), [[]], centred=True, device="cpu", errors="none")
     assert free["sersic_x"][0] == pytest.approx(BRIGHT["x"], abs=0.1) and free["flags"][0] & Flag.CENTRE_OFFSET
-    # a model given to run keeps its own windows
-    assert run_model(Model([Sersic("bulge")]), "flat").windows == {}
+    # a model given to run keeps its own windows; its other positioned components get run's
+    assert run_model(Model([Sersic("bulge"), Sersic("bar")], windows={"bar": 2.0}), "flat").windows == \
+        {"bulge": TARGET_WINDOW, "bar": 2.0}
 

@@ -163,3 +163,35 @@ def test_registered_on_the_galmoss_auto_command():
 
     args = build_parser().parse_args(["fit", "a.fits", "b.fits", "--init", "i.ecsv", "--out", "o", "--png"])
     assert args.func is run_args and args.cutouts == ["a.fits", "b.fits"] and args.png and not args.blocks
+
+
+def _bulge_disk(size, rng, offset, bulge_flux=3000.0, disk_flux=9000.0):
+    """A de Vaucouleurs bulge (hlr 1.5 px) in an exponential disk (hlr 6 px, q 0.6), Gaussian
+    PSF, ``offset`` (dx, dy) px from the cutout centre."""
+    gal = (galsim.DeVaucouleurs(half_light_radius=1.5, flux=bulge_flux)
+           + galsim.Exponential(half_light_radius=6.0, flux=disk_flux).shear(q=0.6, beta=30 * galsim.degrees))
+    image = galsim.ImageD(size, size, scale=1.0)
+    galsim.Convolve(gal, galsim.Gaussian(fwhm=2.0)).drawImage(image, offset=offset)
+    return image.array + rng.normal(0.0, NOISE, (size, size))
+
+
+def test_open_starts_come_from_sep_by_the_bulge_disk_rule(tmp_path, rng):
+    """No --init: a bulge + disk model starts from sep moments spread by the rule (the fitter's
+    generic guess, at the cutout centre, fails three bulge + disk fits in four, and this galaxy
+    10 px off the centre: all its light goes into the bulge and the total is 24 % too bright)."""
+    fits.PrimaryHDU(_bulge_disk(51, rng, (10, -7)), fits.Header({"MAGZP": ZP})).writeto(tmp_path / "bd.fits")
+    fits.PrimaryHDU(np.full((51, 51), NOISE)).writeto(tmp_path / "bd_sigma.fits")
+    _psf(tmp_path / "psf.fits")
+    (tmp_path / "bd.yaml").write_text("components:\n  - {name: bulge, type: sersic}\n"
+                                      "  - {name: disk, type: expdisk}\n")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "bd.fits"), "--model", str(tmp_path / "bd.yaml"),
+                 "--sigma-suffix", "_sigma", "--psf", str(tmp_path / "psf.fits"), "--errors", "none",
+                 "--out", str(out)]) == 0
+    cat = Table.read(out / "catalog.ecsv")
+    bd = cat[0]
+    flux_b, flux_d = 10 ** (-0.4 * (bd["bulge_mag"] - ZP)), 10 ** (-0.4 * (bd["disk_mag"] - ZP))
+    assert flux_b + flux_d == pytest.approx(12000.0, rel=0.05)
+    assert flux_b / (flux_b + flux_d) == pytest.approx(0.25, abs=0.1)
+    assert bd["disk_q"] == pytest.approx(0.6, abs=0.05) and not bd["flags"] & int(Flag.INIT_FALLBACK)
+    assert (bd["bulge_x"], bd["bulge_y"]) == (pytest.approx(36.0, abs=0.3), pytest.approx(19.0, abs=0.3))
