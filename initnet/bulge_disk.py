@@ -115,7 +115,8 @@ def multi_component_start(model, single: dict) -> dict:
 
 def complete_starts(model, init: dict, cutouts, detect=None) -> tuple[dict, np.ndarray]:
     """``(columns, flags)``: ``init`` (columns ``<component>_<param>``, one value per cutout, catalog
-    conventions) with every parameter of ``model`` it lacks, or holds as NaN, filled by
+    conventions) with every parameter of ``model`` it lacks, or holds as NaN, and the rule
+    measures (not a boxiness, a sky or its gradient: those keep the fitter's guess), filled by
     :func:`multi_component_start` from a sep single-Sérsic start of that cutout
     (:class:`~galmoss_auto.initnet.sep_init.SepInitializer`, run only on the cutouts that need
     one; ``detect``: its sep settings).  ``flags`` (one int per cutout) carries the sep
@@ -132,9 +133,15 @@ def complete_starts(model, init: dict, cutouts, detect=None) -> tuple[dict, np.n
     for k, v in out.items():
         if v.size != n:
             raise ValueError(f"initial-value column {k!r} has {v.size} rows for {n} cutouts")
+    # only what the rule measures needs a sep start: a boxiness or a sky gradient keeps the
+    # fitter's guess, and the rule's sky is the fitter's 0; the keys depend on the model only
+    roles = _roles(model)
+    given = multi_component_start(model, {p: np.ones(1) for p in ("x", "y", "mag", "r_e", "n", "q", "pa")})
+    ruled = {f"{c.name}_{spec.name}" for c, spec in model.params
+             if f"{c.name}_{spec.name}" in given and roles[c.name] != "sky"}
     open_ = np.zeros(n, bool)
     for name in names:
-        if name in fixed:
+        if name in fixed or name not in ruled:
             continue
         values = out.get(name)
         open_ |= np.ones(n, bool) if values is None else ~np.isfinite(values)

@@ -79,3 +79,17 @@ def test_complete_starts_runs_no_sep_when_nothing_is_open(monkeypatch):
     assert cols == full and flags.tolist() == [0]
     with pytest.raises(ValueError, match="sersic_x.*2 rows for 1"):
         complete_starts(model, {"sersic_x": np.array([1.0, 2.0])}, [_blob_cutout("a", 50.0, 1)])
+
+
+def test_complete_starts_leaves_what_the_rule_does_not_give(monkeypatch):
+    """A boxiness and a sky are not measured by the rule: a table that gives everything else
+    needs no sep start (and gets no sep flag), and they keep the fitter's own guess."""
+    from galmoss_auto.initnet import sep_init
+    from galmoss_auto.initnet.bulge_disk import complete_starts
+    model = Model([Sersic("sersic", boxy=True), FlatSky("sky")])
+    given = {f"sersic_{p}": np.array([v]) for p, v in
+             dict(x=21, y=21, mag=17, r_e=3, n=1, q=0.5, pa=10).items()}
+    assert "sersic_c0" in {f"{c.name}_{s.name}" for c, s in model.params}
+    monkeypatch.setattr(sep_init.SepInitializer, "__call__", lambda *a, **k: pytest.fail("sep ran"))
+    cols, flags = complete_starts(model, given, [_blob_cutout("a", 50.0, 1)])
+    assert "sersic_c0" not in cols and "sky_sky" not in cols and flags.tolist() == [0]
