@@ -4,8 +4,10 @@ Builders (torchvision-detection style: small functions over composable modules):
 
 * :func:`build_initnet` ``(arch="compact", ...)``: the model as the zoo stores it; ``arch`` is
   ``"compact"`` (default; torchvision :class:`~torchvision.models.resnet.BasicBlock` stages of
-  widths 16-32-64-128, 2 blocks each, 0.72 M parameters, 1.4 MB in fp16), ``"resnet18"``,
-  ``"resnet34"`` or ``"resnet50"`` (torchvision's own builders, random initialisation).
+  widths 16-32-64-128, 2 blocks each, 0.72 M parameters, 1.4 MB in fp16), ``"compact-wide"``
+  (the same stages 1.5x wider, 24-48-96-192: 2.2x the parameters and ~2.2x the compute),
+  ``"resnet18"``, ``"resnet34"`` or ``"resnet50"`` (torchvision's own builders, random
+  initialisation).
 * Every trunk gets a stem for one band (``in_channels`` derived channels of one image, see
   :mod:`galmoss_auto.initnet.inputs`): a 3x3 stride-2 convolution and no max-pool, since a 64 px
   crop cannot afford the 4x reduction of ImageNet's 7x7/2 + pool stem.
@@ -26,9 +28,11 @@ from torchvision.models import resnet as tv
 from .encoding import COORDS
 from .inputs import N_CHANNELS, N_SCALARS
 
-__all__ = ["ARCHS", "POOLS", "InitNet", "compact_trunk", "torchvision_trunk", "build_initnet"]
+__all__ = ["ARCHS", "COMPACT_WIDTHS", "POOLS", "InitNet", "compact_trunk", "torchvision_trunk", "build_initnet"]
 
-ARCHS = ("compact", "resnet18", "resnet34", "resnet50")
+ARCHS = ("compact", "compact-wide", "resnet18", "resnet34", "resnet50")
+#: Stage widths of the compact trunks (2 BasicBlocks per stage unless ``blocks`` says otherwise).
+COMPACT_WIDTHS = {"compact": (16, 32, 64, 128), "compact-wide": (24, 48, 96, 192)}
 
 
 def _stem(in_channels: int, width: int, stride: int = 2) -> nn.Sequential:
@@ -129,14 +133,16 @@ class InitNet(nn.Module):
 
 
 def build_initnet(arch: str = "compact", in_channels: int = N_CHANNELS, n_scalars: int = N_SCALARS,
-                  n_outputs: int = len(COORDS), hidden: int = 128, widths=(16, 32, 64, 128),
+                  n_outputs: int = len(COORDS), hidden: int = 128, widths=None,
                   blocks=(2, 2, 2, 2), stem_stride: int = 2, pool: str = "avg") -> InitNet:
-    """The initializer network (see the module docstring).  ``widths``/``blocks``/``stem_stride``
-    apply to ``arch="compact"`` only; ``pool`` to every arch (see :class:`InitNet`).  The
-    defaults are those of the first shipped checkpoints (which record no newer keyword);
-    training uses :data:`galmoss_auto.initnet.lightning.DEFAULTS`.  Random initialisation (no
-    pretrained weights exist for it)."""
-    if arch == "compact":
+    """The initializer network (see the module docstring).  ``widths`` (default: the arch's,
+    :data:`COMPACT_WIDTHS`), ``blocks`` and ``stem_stride`` apply to the compact archs only;
+    ``pool`` to every arch (see :class:`InitNet`).  The defaults are those of the first shipped
+    checkpoints (which record no newer keyword); training uses
+    :data:`galmoss_auto.initnet.lightning.DEFAULTS`.  Random initialisation (no pretrained
+    weights exist for it)."""
+    if arch in COMPACT_WIDTHS:
+        widths = COMPACT_WIDTHS[arch] if widths is None else widths
         trunk, width = compact_trunk(in_channels, tuple(widths), tuple(blocks), int(stem_stride))
     elif arch in ARCHS:
         trunk, width = torchvision_trunk(arch, in_channels)

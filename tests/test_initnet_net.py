@@ -196,3 +196,16 @@ def test_gaussian_moments_follow_an_offset_elliptical_galaxy():
         assert abs(float(got) / w - 1) < 0.02, (float(got), w)
     flat = window_moments(img, good, c, torch.tensor([2.5]))
     assert abs(float(flat[0]) - 1.3) > 0.15
+
+
+def test_compact_wide_is_the_compact_trunk_1_5x_wider():
+    torch.manual_seed(0)
+    wide = build_initnet("compact-wide", pool="avg+centre")
+    torch.manual_seed(0)
+    same = build_initnet("compact", widths=(24, 48, 96, 192), pool="avg+centre")
+    # the same layers drawn in the same order: a checkpoint trained either way loads in both
+    a, b = wide.state_dict(), same.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    n_wide = sum(p.numel() for p in wide.parameters())
+    n_compact = sum(p.numel() for p in build_initnet("compact", pool="avg+centre").parameters())
+    assert 2.0 < n_wide / n_compact < 2.6

@@ -61,7 +61,7 @@ def _steps(zoo: Path) -> list[int]:
     ({"--blend-prob": "0.5", "--data": "/nonexistent/sim"}, "--blend-prob sets how training data"),
     ({"--init-weights": "/nonexistent/x.safetensors"}, "--init-weights /nonexistent/x.safetensors: no such file"),
     ({"--init-weights": "initnet=automask-sdss-u-g-r-i-z-slim-v4"}, "a automask checkpoint, not initnet"),
-    ({"--init-weights": "initnet-sdss-compact-v2", "--stage": "automask"}, "a initnet checkpoint, not automask"),
+    ({"--init-weights": "initnet-legacy-compact-v2", "--stage": "automask"}, "a initnet checkpoint, not automask"),
 ])
 def test_bad_options_exit_2(tmp_path, capsys, extra, message):
     opts = {"--survey": "sdss", "--band": "r", "--out": str(tmp_path / "zoo"), **extra}
@@ -270,21 +270,21 @@ def test_init_weights_start_the_network_from_a_checkpoint(tmp_path):
     import torch
 
     from galmoss_auto.models import load_checkpoint, resolve_checkpoint
-    shipped = resolve_checkpoint("initnet", None, None, weights="initnet-sdss-compact-v2")
+    shipped = resolve_checkpoint("initnet", None, None, weights="initnet-legacy-compact-v2")
     base, _ = load_checkpoint(shipped.path)
     common = ["--survey", "sdss", "--band", "r", "--stage", "initnet", "--n-train", "16",
               "--n-val", "16", "--epochs", "1", "--batch-size", "8", "--lr", "1e-12",
               "--no-progress"]
     weights = {}
-    for tag, extra in (("start", ["--init-weights", "initnet-sdss-compact-v2"]), ("random", [])):
+    for tag, extra in (("start", ["--init-weights", "initnet-legacy-compact-v2"]), ("random", [])):
         zoo = tmp_path / tag
         assert train.main(common + ["--out", str(zoo)] + extra) == 0
         entry = json.loads((zoo / "registry.json").read_text())["entries"][0]
         weights[tag], _ = load_checkpoint(zoo / entry["file"])
         if tag == "start":
-            assert entry["training"]["init_weights"] == {"name": "initnet-sdss-compact-v2",
+            assert entry["training"]["init_weights"] == {"name": "initnet-legacy-compact-v2",
                                                          "sha256": shipped.sha256}
-            assert "--init-weights initnet=initnet-sdss-compact-v2" in entry["training"]["reproduce"]
+            assert "--init-weights initnet=initnet-legacy-compact-v2" in entry["training"]["reproduce"]
         else:
             assert "init_weights" not in entry["training"]
     conv = [k for k, v in base.items() if k.endswith("weight") and v.ndim == 4]
