@@ -63,7 +63,8 @@ DEFAULTS = {"n_train": 36000, "n_val": 600, "epochs": 2, "batch_size": 64, "lr":
 class InitNetModule(L.LightningModule):
     """The network, its loss and its optimiser.
 
-    arch : "compact" | "resnet18" | "resnet34" | "resnet50" (see :mod:`~galmoss_auto.initnet.resnet`).
+    arch : "compact" | "compact-wide" | "resnet18" | "resnet34" | "resnet50" (see
+        :mod:`~galmoss_auto.initnet.resnet`).
     lr, weight_decay : AdamW settings; a one-cycle schedule over the run.
     lam, param_weight, likelihood, mean_loss : the loss (:class:`~galmoss_auto.initnet.loss.InitNetLoss`).
     crop, aperture, search_radius : the input preparation (:mod:`~galmoss_auto.initnet.inputs`).
