@@ -122,45 +122,39 @@ def complete_starts(model, init: dict, cutouts, detect=None) -> tuple[dict, np.n
     one; ``detect``: its sep settings).  ``flags`` (one int per cutout) carries the sep
     initializer's flags (INIT_FALLBACK, NO_CENTRAL_DETECTION) where a start was taken from it,
     0 elsewhere.  Fixed parameters need no start (the model's value wins)."""
+    from .base import PARAMS
     from .sep_init import SepInitializer
 
     cutouts = list(cutouts)
     n = len(cutouts)
-    names = [f"{comp.name}_{spec.name}" for comp, spec in model.params]
-    fixed = {f"{comp.name}_{spec.name}" for (comp, spec), full in zip(model.params, model.full_names)
-             if model.fixed.get(full) is not None}
     out = {k: np.asarray(v, dtype=np.float64).reshape(-1).copy() for k, v in dict(init).items()}
     for k, v in out.items():
         if v.size != n:
             raise ValueError(f"initial-value column {k!r} has {v.size} rows for {n} cutouts")
-    # only what the rule measures needs a sep start: a boxiness or a sky gradient keeps the
-    # fitter's guess, and the rule's sky is the fitter's 0; the keys depend on the model only
     roles = _roles(model)
-    given = multi_component_start(model, {p: np.ones(1) for p in ("x", "y", "mag", "r_e", "n", "q", "pa")})
-    ruled = {f"{c.name}_{spec.name}" for c, spec in model.params
-             if f"{c.name}_{spec.name}" in given and roles[c.name] != "sky"}
+    # the columns the rule gives (they depend on the model only), less the fixed ones
+    given = multi_component_start(model, {p: np.ones(1) for p in PARAMS})
+    fillable = [(column, comp) for (column, comp, _), full in zip(model.catalog_columns, model.full_names)
+                if column in given and model.fixed.get(full) is None]
+    # only what the rule measures needs a sep start: the rule's sky is the fitter's 0
     open_ = np.zeros(n, bool)
-    for name in names:
-        if name in fixed or name not in ruled:
-            continue
-        values = out.get(name)
-        open_ |= np.ones(n, bool) if values is None else ~np.isfinite(values)
+    for column, comp in fillable:
+        if roles[comp.name] != "sky":
+            open_ |= ~np.isfinite(out[column]) if column in out else True
     flags = np.zeros(n, np.int64)
     rows = np.flatnonzero(open_)
     if rows.size == 0:
         return out, flags
     sep_init = SepInitializer(detect)
-    single = {p: np.empty(rows.size) for p in ("x", "y", "mag", "r_e", "n", "q", "pa")}
+    single = {p: np.empty(rows.size) for p in PARAMS}
     for k, i in enumerate(rows):
         res = sep_init(cutouts[i])
         flags[i] = int(res.flags)
-        for p in single:
+        for p in PARAMS:
             single[p][k] = float(res.params[p])
     rule = multi_component_start(model, single)
-    for name in names:
-        if name in fixed or name not in rule:
-            continue
-        values = out.setdefault(name, np.full(n, np.nan))
+    for column, _ in fillable:
+        values = out.setdefault(column, np.full(n, np.nan))
         fill = rows[~np.isfinite(values[rows])]
-        values[fill] = rule[name][np.searchsorted(rows, fill)]
+        values[fill] = rule[column][np.searchsorted(rows, fill)]
     return out, flags
