@@ -25,7 +25,8 @@ Steps, for each chosen stage (``all`` = automask then initnet):
    ``--num-nodes`` processes (DDP when > 1, gloo on the CPU, NCCL on GPUs), ``--precision``,
    ``default_root_dir = ZOO/lightning/<stage>``, a ``last.ckpt`` saved every epoch (``--resume``
    continues from it), CSV logs, a progress bar.  ``--init-weights`` starts the network from a
-   checkpoint's weights (fine-tuning) instead of a random initialisation.
+   checkpoint's weights (fine-tuning) instead of a random initialisation, in the checkpoint's
+   architecture unless ``--arch`` is given.
 3. **Evaluation** against sep on the held-out set (the stage's ``evaluate``).
 4. **Export** (global rank 0 only): the inference weights and their registry entry into ZOO
    (the stage's ``export``; the entry's ``survey`` is the preset's ``name``, also for a TOML
@@ -196,7 +197,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "initialisation: fine-tuning (e.g. the shipped checkpoint, with --real) "
                         "or a start from a related survey's network; a registry name or a "
                         ".safetensors file, STAGE automask or initnet (a bare one applies to "
-                        "every stage it is for); the architecture must be the one trained")
+                        "every stage it is for); the network trained is the checkpoint's "
+                        "architecture unless --arch names another")
     t.add_argument("--resume", action="store_true",
                    help="continue from ZOO/lightning/<stage>/checkpoints/last.ckpt")
     t.add_argument("--overwrite", action="store_true",
@@ -570,6 +572,10 @@ def _plan(opts, survey) -> dict:
     for name in opts.stages:
         stage = _load_stage(name)
         s = _stage_settings(opts, stage)
+        start = _start_weights(opts).get(name)
+        if start is not None and opts.arch is None:
+            # fine-tuning trains the checkpoint's own architecture unless --arch says otherwise
+            s["arch"] = _start_arch(start) or s["arch"]
         root = _stage_root(opts, name)
         last = root / "checkpoints" / "last.ckpt"
         if opts.overwrite and root.exists():
@@ -588,7 +594,6 @@ def _plan(opts, survey) -> dict:
         train_dir, val_dir, data_info = data_cache[key]
         if opts.real:
             _prepare_real(opts, name, stage, train_dir, val_dir, s)
-        start = _start_weights(opts).get(name)
         plan["stages"][name] = {"settings": s, "train_dir": str(train_dir),
                                 "val_dir": str(val_dir), "data": data_info, "ckpt": ckpt,
                                 "start": None if start is None else {
@@ -778,6 +783,16 @@ def _start_weights(opts) -> dict:
     if "*" in choices and not bare_used:
         raise TrainError("; ".join(bare_errors) or f"--init-weights {choices['*']}: for no stage trained")
     return out
+
+
+def _start_arch(start) -> str | None:
+    """The ``--arch`` a checkpoint was trained with (its registry entry's ``training.arch``,
+    else its builder's ``arch`` keyword), or None when its entry does not say."""
+    entry = start.entry or {}
+    arch = (entry.get("training") or {}).get("arch")
+    if arch is None:
+        arch = ((entry.get("architecture") or {}).get("kwargs") or {}).get("arch")
+    return None if arch is None else str(arch)
 
 
 def _load_start(stage, name: str, module, start: dict) -> None:

@@ -264,27 +264,38 @@ def test_train_end_to_end_custom_survey(tmp_path):
 
 
 def test_init_weights_start_the_network_from_a_checkpoint(tmp_path):
-    """--init-weights loads the shipped initnet into the module before training: at a
-    learning rate of 1e-12 the exported weights are the shipped ones, and the entry says where
-    they started; without it the network starts at random."""
+    """--init-weights loads the shipped initnet into the module before training, in the
+    checkpoint's own architecture when --arch is not given: at a learning rate of 1e-12 the
+    exported weights are the shipped ones, and the entry says where they started; without it
+    the network starts at random."""
     import torch
 
-    from galmoss_auto.models import load_checkpoint, resolve_checkpoint
-    shipped = resolve_checkpoint("initnet", None, None, weights="initnet-legacy-compact-v2")
+    from galmoss_auto.initnet.lightning import DEFAULTS
+    from galmoss_auto.models import load_checkpoint, read_registry, resolve_checkpoint
+    from galmoss_auto.models.registry import SHIPPED_REGISTRY
+    # a shipped network whose architecture is not the default, so that taking it from the
+    # checkpoint is what makes the weights fit
+    names = [e["name"] for e in read_registry(SHIPPED_REGISTRY)
+             if e["stage"] == "initnet" and e["training"]["arch"] != DEFAULTS["arch"]]
+    assert names, "every shipped initnet has the default architecture"
+    shipped = resolve_checkpoint("initnet", None, None, weights=names[0])
+    arch = shipped.entry["training"]["arch"]
     base, _ = load_checkpoint(shipped.path)
     common = ["--survey", "sdss", "--band", "r", "--stage", "initnet", "--n-train", "16",
               "--n-val", "16", "--epochs", "1", "--batch-size", "8", "--lr", "1e-12",
               "--no-progress"]
     weights = {}
-    for tag, extra in (("start", ["--init-weights", "initnet-legacy-compact-v2"]), ("random", [])):
+    for tag, extra in (("start", ["--init-weights", names[0]]), ("random", ["--arch", arch])):
         zoo = tmp_path / tag
         assert train.main(common + ["--out", str(zoo)] + extra) == 0
         entry = json.loads((zoo / "registry.json").read_text())["entries"][0]
         weights[tag], _ = load_checkpoint(zoo / entry["file"])
+        assert entry["training"]["arch"] == arch
         if tag == "start":
-            assert entry["training"]["init_weights"] == {"name": "initnet-legacy-compact-v2",
+            assert entry["training"]["init_weights"] == {"name": names[0],
                                                          "sha256": shipped.sha256}
-            assert "--init-weights initnet=initnet-legacy-compact-v2" in entry["training"]["reproduce"]
+            assert f"--init-weights initnet={names[0]}" in entry["training"]["reproduce"]
+            assert f"--arch {arch}" in entry["training"]["reproduce"]
         else:
             assert "init_weights" not in entry["training"]
     conv = [k for k, v in base.items() if k.endswith("weight") and v.ndim == 4]
