@@ -61,7 +61,7 @@ def _steps(zoo: Path) -> list[int]:
     ({"--blend-prob": "0.5", "--data": "/nonexistent/sim"}, "--blend-prob sets how training data"),
     ({"--init-weights": "/nonexistent/x.safetensors"}, "--init-weights /nonexistent/x.safetensors: no such file"),
     ({"--init-weights": "initnet=automask-sdss-u-g-r-i-z-slim-v4"}, "a automask checkpoint, not initnet"),
-    ({"--init-weights": "initnet-legacy-compact-v2", "--stage": "automask"}, "a initnet checkpoint, not automask"),
+    ({"--init-weights": "initnet-legacy-compact-wide-v3", "--stage": "automask"}, "a initnet checkpoint, not automask"),
 ])
 def test_bad_options_exit_2(tmp_path, capsys, extra, message):
     opts = {"--survey": "sdss", "--band": "r", "--out": str(tmp_path / "zoo"), **extra}
