@@ -97,10 +97,7 @@ def truth_mask(segmentation: np.ndarray, margin: int = TRUTH_MARGIN) -> np.ndarr
     that only masks can draw."""
     from galmoss_auto.automask.detect import grow
     seg = np.asarray(segmentation)
-    bad = seg > 1
-    if margin > 0:
-        bad = grow(bad, margin) & (seg != 1)
-    return bad
+    return grow(seg > 1, margin) & (seg != 1)
 
 
 def _deltas(cat, truth) -> dict:
@@ -315,7 +312,7 @@ def _markdown(record: dict) -> str:
             f = r.get(f"fit_{m}")
             if f is None or "catastrophic_without_blend" not in f:
                 continue
-            ratio = f["dmag_scatter"] / r["fit_alone"]["dmag_scatter"]
+            ratio = f.get("dmag_scatter_over_alone", 1.0)      # the galaxies alone: 1
             lines.append(f"| {r['survey']} | {label} | {f['catastrophic']:.3f} / {f['catastrophic_with_blend']:.3f} / "
                          f"{f['catastrophic_without_blend']:.3f} | {f['dmag_scatter']:.4f} / "
                          f"{f['dmag_scatter_with_blend']:.4f} / {f['dmag_scatter_without_blend']:.4f} | {ratio:.2f} |")

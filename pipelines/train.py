@@ -569,10 +569,11 @@ def _plan(opts, survey) -> dict:
     rank from the plan)."""
     plan = {"stages": {}}
     data_cache = {}
+    starts = _start_weights(opts)
     for name in opts.stages:
         stage = _load_stage(name)
         s = _stage_settings(opts, stage)
-        start = _start_weights(opts).get(name)
+        start = starts.get(name)
         if start is not None and opts.arch is None:
             # fine-tuning trains the checkpoint's own architecture unless --arch says otherwise
             s["arch"] = _start_arch(start) or s["arch"]
