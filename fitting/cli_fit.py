@@ -32,7 +32,15 @@ Inputs are read by the same reader as ``galmoss-auto run``
 before ``--psf``/``--zeropoint``/``--pixel-scale``/``--saturation``, which come before the
 feedme's D/J/K.  The catalog's ``psf_source``, ``sigma_source``, ``zeropoint_source`` say which
 was used.  No sigma map: it is estimated from the image as ``run`` does (SIGMA_ESTIMATED;
-``sky_level``/``sky_rms`` columns).  No zero-point anywhere: an error (exit 2).
+``sky_level``/``sky_rms`` columns, measured on every cutout).  No zero-point anywhere: an
+error (exit 2).
+
+The sky: ``fit`` fits the model it is given, so an image that still holds its sky needs a sky
+component (``--sky flat|tilted`` adds one, started from the measured background).  Without one,
+a cutout whose background lies more than 5 sky RMS from zero
+(:func:`~galmoss_auto.fitting.noise.sky_left_in`) is fitted as asked, with a warning and
+``SKY_NOT_MODELLED``: the profile absorbs the sky (on blank sky, a Sérsic with r_e of
+thousands of pixels).
 
 A cutout that cannot be read, is empty or too small to fit (BAD_INPUT | TOO_FEW_PIXELS) gets a
 message naming the file (the sigma file when the sigma is at fault) and a catalog row with NaN
@@ -52,9 +60,9 @@ import numpy as np
 from .catalog import bad_input_rows, merge_in_order, write_catalog
 from .cutout import CutoutError, read_record
 from .flags import Flag
-from .model import default_model
+from .model import SKY_KINDS, default_model, with_sky
 from .modelspec import ModelSpecError, load_model_file
-from .noise import complete_noise
+from .noise import complete_noise, sky_left_in
 from .records import InputError, apply_defaults, check_unique, read_manifest
 
 __all__ = ["add_parser", "main", "run", "FitCommandError"]
@@ -76,6 +84,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "image spread over the model's components by the bulge + disk rule)")
     p.add_argument("--model", default=None, metavar="FILE",
                    help="model.yaml, model.toml or a GALFIT feedme (default: one Sersic 'sersic')")
+    p.add_argument("--sky", default="none", choices=["none", "flat", "tilted"],
+                   help="add a background component to the model: flat (one level) or tilted (plus "
+                        "x/y gradients), started from the background measured off the sources; "
+                        "default none: the model as given, and a cutout whose measured background "
+                        "lies > 5 sky RMS from 0 while the model has no sky is flagged SKY_NOT_MODELLED")
     p.add_argument("--feedme-version", dest="feedme_version", type=int, choices=[2, 3], default=None,
                    help="GALFIT generation of a feedme whose parameter numbering is ambiguous "
                         "(2: 8) b/a, 9) PA, 10) boxiness; 3: 9) b/a, 10) PA, C0) boxiness); "
@@ -267,6 +280,15 @@ def _shift_positions(table_or_cols, model, dx: float, dy: float) -> None:
             table_or_cols[column][...] += shift
 
 
+def _measure_sky(cut) -> dict:
+    """The sky of a cutout that has its own sigma map; a sky that cannot be measured (too few
+    pixels) leaves it unmeasured, as the fit needs only the sigma."""
+    try:
+        return complete_noise(cut)
+    except CutoutError:
+        return {}
+
+
 def _safe(gid: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in gid)
 
@@ -280,6 +302,8 @@ def run(args, stream=None) -> int:
         model, feed_init, options = _load_model(args.model, getattr(args, "feedme_version", None))
     else:
         model, feed_init, options = default_model(), {}, {}
+    model = with_sky(model, getattr(args, "sky", "none") or "none")
+    sky_comp = next((c for c in model.components if c.kind in SKY_KINDS), None)
     records, region = _records(args, options)
     ids = [r["id"] for r in records]
     init = read_init(args.init, ids, model, feed_init)
@@ -290,14 +314,22 @@ def run(args, stream=None) -> int:
     for rec in records:
         try:
             cut = read_record(rec, region)
-            # no sigma map: estimated from the image exactly as `run` does (SIGMA_ESTIMATED)
-            cols = complete_noise(cut) if cut.sigma is None else {}
+            # the sky is measured on every cutout (a fitted sky's start, the check below); no
+            # sigma map: estimated from the image exactly as `run` does (SIGMA_ESTIMATED)
+            cols = complete_noise(cut) if cut.sigma is None else _measure_sky(cut)
         except CutoutError as exc:
             messages[rec["id"]] = str(exc)
             bad_flags[rec["id"]] = exc.flags
             print(f"galmoss-auto fit: {rec['id']}: unusable input, flagged BAD_INPUT: {exc}", file=err)
             continue
         good.append(cut)
+        sky = cut.meta.get("sky")
+        if sky_comp is None and sky is not None and sky_left_in(sky):
+            cut.flags = int(cut.flags) | int(Flag.SKY_NOT_MODELLED)
+            print(f"galmoss-auto fit: {rec['id']}: warning: {cut.source}: the background measured "
+                  f"off the sources is {sky.level:.4g} ({sky.level / sky.rms:.1f} sky RMS from 0) "
+                  "and the model has no sky component, so the profile absorbs the sky; flagged "
+                  "SKY_NOT_MODELLED (--sky flat, or a sky component in the model, fits it)", file=err)
         src = cut.meta.get("sources", {})
         extra[cut.id] = {"psf_source": src.get("psf", "none"), "sigma_source": src.get("sigma", "none"),
                          "zeropoint_source": src.get("zeropoint", "none"),
@@ -312,6 +344,11 @@ def run(args, stream=None) -> int:
     index = {i: k for k, i in enumerate(ids)}
     rows = [index[c.id] for c in good]
     starts = {k: v[rows] for k, v in init.items()}
+    if sky_comp is not None and good:
+        # a fitted sky the init table and the feedme leave open starts at the measured background
+        column = f"{sky_comp.name}_sky"
+        measured = np.array([getattr(c.meta.get("sky"), "level", np.nan) for c in good], np.float64)
+        starts[column] = np.where(np.isfinite(starts[column]), starts[column], measured)
     if good:
         # values neither --init nor the feedme gives: sep moments of the image, spread over the
         # model's components by the bulge + disk rule (76 % of bulge + disk fits fail from the

@@ -53,6 +53,11 @@ class Flag(IntFlag):
     #: The cutout is centred on its target (``run``), but the target's fitted centre lies far
     #: from the centre and no fitted component lies there: the fit may describe another object.
     CENTRE_OFFSET = 32768
+    #: The model has no sky component (``fit`` without one in its model or ``--sky``, ``run
+    #: --sky none``), yet the background measured off the sources lies more than
+    #: :data:`~galmoss_auto.fitting.noise.SKY_LEFT_IN_RMS` sky RMS from zero: the sky was left
+    #: in the image and the galaxy's profile absorbs it (magnitude and r_e are wrong).
+    SKY_NOT_MODELLED = 65536
 
 
 #: Bits that describe the input or the stages around the fit, not the fit: a row with no other

@@ -27,10 +27,13 @@ import numpy as np
 import torch
 
 from .conventions import internal_bounds, natural_to_catalog, to_internal, to_natural
-from .profiles import Sersic
+from .profiles import FlatSky, Sersic, TiltedSky
 from .profiles.base import Component
 
-__all__ = ["Tie", "Model", "default_model"]
+__all__ = ["Tie", "Model", "default_model", "with_sky", "SKY_KINDS"]
+
+#: Component kinds that model the background.
+SKY_KINDS = ("sky", "tiltedsky")
 
 
 @dataclass(frozen=True)
@@ -300,6 +303,21 @@ def _checked_bounds(name: str, spec, pair) -> tuple[float, float]:
 def default_model() -> Model:
     """One Sérsic component named ``sersic``: the default of ``fit`` and ``galmoss-auto run``."""
     return Model([Sersic("sersic")])
+
+
+def with_sky(model: Model, sky: str) -> Model:
+    """``model`` with a background component added: FlatSky (``sky="flat"``) or TiltedSky
+    (``"tilted"``), named ``sky`` (``sky2``, ... when that name is taken).  ``"none"``, or a
+    model that already has a sky component, returns ``model`` itself."""
+    if sky not in ("none", "flat", "tilted"):
+        raise ValueError(f"sky must be 'none', 'flat' or 'tilted', got {sky!r}")
+    if sky == "none" or any(c.kind in SKY_KINDS for c in model.components):
+        return model
+    names = {c.name for c in model.components}
+    name = "sky" if "sky" not in names else next(f"sky{k}" for k in range(2, 99) if f"sky{k}" not in names)
+    comp = FlatSky(name) if sky == "flat" else TiltedSky(name)
+    return Model(model.components + [comp], fixed=model.fixed, ties=model.ties, bounds=model.bounds,
+                 windows=model.windows, auxiliary=model.auxiliary)
 
 
 def _generic_guess(spec, cutout, comp) -> float:

@@ -8,7 +8,9 @@ Used by ``fit`` and ``run`` alike (one rule for both):
   sky-subtracted signal when the gain is known;
 * :func:`complete_noise`: what a reader calls on a fresh cutout: measure the sky (kept in
   ``cutout.meta["sky"]``, the start of a fitted sky and what the masker / initializer subtract
-  for detection) and estimate sigma where none was given (Flag.SIGMA_ESTIMATED).
+  for detection) and estimate sigma where none was given (Flag.SIGMA_ESTIMATED);
+* :func:`sky_left_in`: whether a measured background says the sky is still in the image, which
+  a model without a sky component cannot fit (Flag.SKY_NOT_MODELLED).
 
 sep's errors on crowded cutouts (object-buffer or pixel-stack overflow) are retried with larger
 limits by :func:`sep_extract`; if they persist the sky comes from clipped statistics alone.
@@ -22,8 +24,15 @@ import numpy as np
 
 from .flags import Flag
 
-__all__ = ["SkyEstimate", "estimate_sky", "estimate_sigma", "complete_noise", "sep_extract",
-           "SepOverflow", "robust_stats", "grow"]
+__all__ = ["SkyEstimate", "estimate_sky", "estimate_sigma", "complete_noise", "sky_left_in",
+           "SKY_LEFT_IN_RMS", "sep_extract", "SepOverflow", "robust_stats", "grow"]
+
+#: A background this many sky RMS from zero or more means the sky was left in the image.  Real
+#: sky-subtracted cutouts measure 0.0-0.8 (SDSS, KiDS, HSC, DECaLS stamps) and up to 3.5 where
+#: the galaxy fills the cutout and its wings leak into the estimate (IC 3478 at 64², NGC 5419 in
+#: HST); raw frames with their sky measure tens to hundreds (sky-limited: level / RMS ~ sqrt(sky
+#: counts)), the NTT EMMI field in ../shared/data 105.
+SKY_LEFT_IN_RMS = 5.0
 
 
 @dataclass
@@ -195,3 +204,10 @@ def complete_noise(cutout) -> dict:
         cutout.meta.setdefault("sources", {})["sigma"] = "estimated"
         columns["sigma_estimated"] = True
     return columns
+
+
+def sky_left_in(sky: SkyEstimate) -> bool:
+    """True when the background ``sky`` lies more than :data:`SKY_LEFT_IN_RMS` sky RMS from
+    zero: the image still holds its sky, which a model without a sky component hands to the
+    galaxy's profile (a Sérsic with r_e of thousands of pixels on blank sky)."""
+    return bool(sky.rms > 0 and abs(sky.level) > SKY_LEFT_IN_RMS * sky.rms)

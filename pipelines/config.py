@@ -39,7 +39,8 @@ class RunConfig:
     sky : ``flat`` (default: a constant sky fitted with the galaxy, started from the measured
         background; ``sky_sky``/``sky_sky_err`` columns), ``tilted`` (sky plus gradients
         ``sky_dsky_dx``, ``sky_dsky_dy``), ``subtract`` (the measured background removed before
-        the fit) or ``none`` (the image is taken as sky-subtracted).
+        the fit) or ``none`` (the image is taken as sky-subtracted; a measured background more
+        than 5 sky RMS from zero is flagged SKY_NOT_MODELLED).
     survey, band : preset giving pixel scale, zero-point and default PSF (both or neither).
     psf : PSF file for every galaxy that has none.  zeropoint (mag), pixel_scale (arcsec/px,
         > 0), gain (e-/image unit, > 0), saturation (image units): defaults for galaxies whose

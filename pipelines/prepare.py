@@ -24,7 +24,7 @@ from galmoss_auto.automask.base import MaskResult, initializer_view, is_batched
 from galmoss_auto.fitting.cutout import Cutout, CutoutError
 from galmoss_auto.fitting.dataset import CutoutFailure
 from galmoss_auto.fitting.flags import Flag
-from galmoss_auto.fitting.noise import complete_noise, estimate_sigma
+from galmoss_auto.fitting.noise import complete_noise, estimate_sigma, sky_left_in
 from galmoss_auto.initnet.base import InitResult, fallback_guess
 
 __all__ = ["Prepared", "Preparer", "BatchStages", "estimate_sigma"]
@@ -148,10 +148,11 @@ class Preparer:
         g = Prepared(cutout=cutout, auto_mask=np.zeros(cutout.image.shape, bool), init=None,
                      flags=flags, columns=columns, timings=timings)
         sky = cutout.meta["sky"]
-        if self.sky == "none" and sky.rms > 0 and abs(sky.level) > 5.0 * sky.rms:
-            # --sky none trusts the image to be sky-subtracted; say so when it visibly is not
+        if self.sky == "none" and sky_left_in(sky):
+            # --sky none trusts the image to be sky-subtracted; flag it when it visibly is not
+            g.flags |= int(Flag.SKY_NOT_MODELLED)
             g.messages.append(f"--sky none but the measured background is "
-                              f"{sky.level / sky.rms:.1f} sigma from 0 (use --sky flat)")
+                              f"{sky.level / sky.rms:.1f} sky RMS from 0 (use --sky flat)")
         if cutout.flags & Flag.NO_ZEROPOINT:
             g.messages.append("no zero-point in the row, header, options or survey: magnitudes "
                               "use zero-point 0")

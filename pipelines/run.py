@@ -190,8 +190,7 @@ def run_model(model=None, sky: str = "flat"):
     positioned components with no window of its own kept within :data:`TARGET_WINDOW` px of its
     start, plus a sky component named ``sky`` (FlatSky for ``sky="flat"``, TiltedSky for
     ``"tilted"``) unless it already has one; ``"subtract"`` and ``"none"`` add nothing."""
-    from galmoss_auto.fitting.model import Model, default_model
-    from galmoss_auto.fitting.profiles import FlatSky, TiltedSky
+    from galmoss_auto.fitting.model import Model, default_model, with_sky
     d = model if model is not None else default_model()
     windows = dict(d.windows)
     for c in d.components:
@@ -199,17 +198,12 @@ def run_model(model=None, sky: str = "flat"):
             windows.setdefault(c.name, TARGET_WINDOW)
     base = Model(d.components, fixed=d.fixed, ties=d.ties, bounds=d.bounds, windows=windows,
                  auxiliary=d.auxiliary)
-    if sky not in ("flat", "tilted") or any(c.kind in ("sky", "tiltedsky") for c in base.components):
-        return base
-    names = {c.name for c in base.components}
-    name = "sky" if "sky" not in names else next(f"sky{k}" for k in range(2, 99) if f"sky{k}" not in names)
-    comp = FlatSky(name) if sky == "flat" else TiltedSky(name)
-    return Model(base.components + [comp], fixed=base.fixed, ties=base.ties, bounds=base.bounds,
-                 windows=base.windows, auxiliary=base.auxiliary)
+    return with_sky(base, sky if sky in ("flat", "tilted") else "none")
 
 
 def _sky_component(model):
-    return next((c for c in model.components if c.kind in ("sky", "tiltedsky")), None)
+    from galmoss_auto.fitting.model import SKY_KINDS
+    return next((c for c in model.components if c.kind in SKY_KINDS), None)
 
 
 def _failure_table(failures: list[CutoutFailure], model) -> Table:

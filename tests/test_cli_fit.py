@@ -195,3 +195,34 @@ def test_open_starts_come_from_sep_by_the_bulge_disk_rule(tmp_path, rng):
     assert flux_b / (flux_b + flux_d) == pytest.approx(0.25, abs=0.1)
     assert bd["disk_q"] == pytest.approx(0.6, abs=0.05) and not bd["flags"] & int(Flag.INIT_FALLBACK)
     assert (bd["bulge_x"], bd["bulge_y"]) == (pytest.approx(36.0, abs=0.3), pytest.approx(19.0, abs=0.3))
+
+
+def test_sky_left_in_is_flagged_and_sky_flat_fits_it(tmp_path, rng, capsys):
+    """A cutout that still holds its sky (a pedestal of 20 sigma), fitted without a sky
+    component, is fitted as asked but flagged SKY_NOT_MODELLED, with a warning naming the file:
+    the Sérsic absorbs the sky.  ``--sky flat`` fits the pedestal instead and gives the
+    sky-free fit; a sky-subtracted cutout is never flagged."""
+    t = TRUTH["g1"]
+    img = _sersic((41, 41), 21.0, 21.0, t["hlr"], t["q"], t["beta"], t["n"], 5000.0, rng)
+    pedestal = 20.0 * NOISE
+    for gid, data in (("clean", img), ("sky", img + pedestal)):
+        fits.PrimaryHDU(data, fits.Header({"MAGZP": ZP})).writeto(tmp_path / f"{gid}.fits")
+        fits.PrimaryHDU(np.full(img.shape, NOISE)).writeto(tmp_path / f"{gid}_sigma.fits")
+    _psf(tmp_path / "psf.fits")
+    files = [str(tmp_path / "clean.fits"), str(tmp_path / "sky.fits")]
+    common = ["--sigma-suffix", "_sigma", "--psf", str(tmp_path / "psf.fits"), "--errors", "none"]
+    assert main(files + common + ["--out", str(tmp_path / "as_given")]) == 0
+    err = capsys.readouterr().err
+    assert "sky.fits" in err and "SKY_NOT_MODELLED" in err and "clean.fits" not in err
+    given = Table.read(tmp_path / "as_given" / "catalog.ecsv")
+    assert not given["flags"][0] & int(Flag.SKY_NOT_MODELLED)
+    assert given["flags"][1] & int(Flag.SKY_NOT_MODELLED)
+    assert given["sky_level"][1] == pytest.approx(pedestal, abs=1.0)   # measured with a sigma map too
+    assert given["sersic_mag"][1] < given["sersic_mag"][0] - 0.5        # the sky went into the galaxy
+
+    assert main(files + common + ["--sky", "flat", "--out", str(tmp_path / "flat")]) == 0
+    flat = Table.read(tmp_path / "flat" / "catalog.ecsv")
+    assert not np.any(flat["flags"] & int(Flag.SKY_NOT_MODELLED))
+    assert flat["sky_sky"][0] == pytest.approx(0.0, abs=0.3) and flat["sky_sky"][1] == pytest.approx(pedestal, abs=0.3)
+    assert flat["sersic_mag"][1] == pytest.approx(given["sersic_mag"][0], abs=0.05)
+    assert flat["sersic_r_e"][1] == pytest.approx(given["sersic_r_e"][0], rel=0.05)

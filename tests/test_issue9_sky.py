@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from galmoss_auto.fitting.cutout import read_cutout
+from galmoss_auto.fitting.flags import Flag
 
 pytest.importorskip("galsim")
 
@@ -86,6 +87,9 @@ def test_subtract_and_none_modes():
     none = _pipeline(_with_sky(res, cfg, 30.0), sky="none")
     assert np.all(np.asarray(none["sersic_mag"]) < np.asarray(ref["sersic_mag"]) - 0.3)
     assert all("--sky none but the measured background" in m for m in none["message"])
+    # ... and flagged: that is not a clean fit
+    assert np.all(np.asarray(none["flags"]) & Flag.SKY_NOT_MODELLED)
+    assert not np.any(np.asarray(sub["flags"]) & Flag.SKY_NOT_MODELLED)
 
 
 @pytest.mark.slow
