@@ -23,7 +23,14 @@ from galmoss_auto.fitting.noise import (SepOverflow, SkyEstimate, as_sep_array, 
                                         grow, sep_extract)
 
 __all__ = ["DetectConfig", "Detection", "SkyEstimate", "estimate_sky", "detect", "as_sep_array",
-           "grow", "SepOverflow"]
+           "grow", "SepOverflow", "MIN_CENTRAL_SNR"]
+
+#: A central object below this isophotal S/N (its flux over the noise summed in quadrature over
+#: its segment) is not a detection: ``Flag.NO_CENTRAL_DETECTION``, though its pixels stay
+#: unmasked and its moments still give the start.  At 1.5 sigma sep takes a noise peak for the
+#: central on 59 % of blank 64² cutouts, at S/N 3.5-7 (90 % below 4.9), and `fit` then fitted
+#: noise with clean flags; none of 600 simulated galaxies of S/N >= 10 measures below 7.
+MIN_CENTRAL_SNR = 5.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,19 @@ class Detection:
     @property
     def n_objects(self) -> int:
         return int(len(self.objects))
+
+    @property
+    def central_snr(self) -> float:
+        """Isophotal S/N of the central object (NaN when there is none)."""
+        if self.central < 0:
+            return float("nan")
+        noise = float(np.sqrt(np.sum(self.err[self.segmap == self.central + 1] ** 2)))
+        return float(self.objects["flux"][self.central]) / noise if noise > 0 else float("nan")
+
+    @property
+    def central_detected(self) -> bool:
+        """A central object exists and its S/N reaches :data:`MIN_CENTRAL_SNR`."""
+        return self.central >= 0 and self.central_snr >= MIN_CENTRAL_SNR
 
 
 def pick_central(objects: np.ndarray, segmap: np.ndarray, max_distance: float) -> int:

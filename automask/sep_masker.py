@@ -4,7 +4,9 @@ Steps: estimate the sky, detect and deblend with sep, pick the central object (s
 :mod:`galmoss_auto.automask.detect`), mask all other segments grown by a disk whose radius is
 ``dilate`` pixels plus a quarter of the object's equivalent radius ``sqrt(npix / pi)`` (bright
 objects have wings beyond their isophote), and finally unmask the target's own segment so that
-growing a neighbour never eats into the galaxy being fitted.
+growing a neighbour never eats into the galaxy being fitted.  A central object below isophotal
+S/N 5 (:data:`~galmoss_auto.automask.detect.MIN_CENTRAL_SNR`) stays unmasked but is flagged
+NO_CENTRAL_DETECTION; its S/N is in ``mask_central_snr``.
 """
 
 from __future__ import annotations
@@ -56,12 +58,14 @@ class SepMasker:
         # the sky in cutout.meta["sky"] (measured by the noise step) is subtracted for detection
         det = detect(cutout.image, cutout.sigma, cutout.mask, self.detect_config,
             cutout.meta.get("sky"))
-        flags = 0 if det.central >= 0 else int(Flag.NO_CENTRAL_DETECTION)
+        # a central below MIN_CENTRAL_SNR is flagged but kept unmasked: it may be a faint target
+        flags = 0 if det.central_detected else int(Flag.NO_CENTRAL_DETECTION)
         mask = contaminant_mask(det.segmap, det.objects, det.central, self.dilate) & ~cutout.mask
         columns = {
             "mask_n_objects": det.n_objects,
             "mask_n_masked": int(mask.sum()),
             "mask_frac": float(np.mean(mask | cutout.mask)),
+            "mask_central_snr": det.central_snr,
             "sky_level": det.sky.level,
             "sky_rms": det.sky.rms,
         }

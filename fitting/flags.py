@@ -37,7 +37,9 @@ class Flag(IntFlag):
     MASK_FAILED = 512
     #: The initializer failed on this cutout; a generic starting guess was used.
     INIT_FALLBACK = 1024
-    #: The central object was not detected by the masker / initializer.
+    #: The central object was not detected by the masker / initializer: nothing near the
+    #: centre, or only an object below isophotal S/N 5 (``automask.detect.MIN_CENTRAL_SNR``; a
+    #: noise peak, or a galaxy too faint to fit).
     NO_CENTRAL_DETECTION = 2048
     #: No zero-point anywhere (row, header, option, survey): magnitudes use zero-point 0, so
     #: they are -2.5 log10(flux in image units), not calibrated magnitudes.

@@ -102,4 +102,6 @@ class SepInitializer:
                   "r_e": float(np.clip(r_e_major_from_circular(r50_i, q), 0.5, max(h, w))),
                   "n": n, "q": q, "pa": float(pa_from_sep_theta(theta))}
         columns = {"init_concentration": float(conc), "init_kron_flux": flux, "init_method": "sep"}
-        return InitResult(params, 0, columns)
+        # a start from a detection below MIN_CENTRAL_SNR is kept, but not taken for a galaxy
+        return InitResult(params, 0 if det.central_detected else int(Flag.NO_CENTRAL_DETECTION),
+                          columns)

@@ -28,7 +28,8 @@ Catalog columns: those of :func:`galmoss_auto.fitting.fit` (``id``, ``sersic_<p>
 then what the stages did: ``init_sersic_<p>`` (the initial guess), ``init_method`` and
 ``mask_method`` (which stage ran for that row), ``init_concentration``, ``init_kron_flux``,
 ``mask_n_objects`` (sep detections; -1 without sep), ``mask_n_masked`` (pixels the masker
-masked), ``mask_frac`` (fraction of pixels excluded from the fit), ``sky_level``, ``sky_rms``
+masked), ``mask_frac`` (fraction of pixels excluded from the fit), ``mask_central_snr`` (the
+sep masker's isophotal S/N of the target; below 5: NO_CENTRAL_DETECTION), ``sky_level``, ``sky_rms``
 (measured background, image units), ``sigma_estimated``, ``psf_source``, ``sigma_source``,
 ``zeropoint_source``, ``pixel_scale_source`` (``manifest``, ``file``, ``extension``,
 ``header``, ``option``, ``survey``, ``estimated`` or ``none``), ``n_saturated`` (pixels masked

@@ -126,3 +126,32 @@ def test_initializer_without_detection_falls_back():
     res = SepInitializer()(_cutout(img, None))
     assert res.flags & Flag.INIT_FALLBACK and res.flags & Flag.NO_CENTRAL_DETECTION
     assert res.params["x"] == pytest.approx(24.5) and res.params["y"] == pytest.approx(24.5)
+
+
+def test_noise_peak_at_the_centre_is_not_a_detection():
+    """On blank sky sep takes a noise peak near the centre for the central object on most
+    cutouts; below isophotal S/N 5 it is flagged NO_CENTRAL_DETECTION by the masker and the
+    initializer (kept unmasked, its moments still the start).  A faint galaxy is not."""
+    from galmoss_auto.automask.detect import MIN_CENTRAL_SNR
+    from galmoss_auto.automask.sep_masker import SepMasker
+    from galmoss_auto.fitting.flags import Flag
+    from galmoss_auto.initnet.sep_init import SepInitializer
+    rng = np.random.default_rng(11)
+    taken = 0
+    for _ in range(12):
+        cut = _cutout(rng.normal(0.0, 1.0, (64, 64)), None)
+        m = SepMasker()(cut)
+        if m.detection.central >= 0:           # a noise peak was taken for the central
+            taken += 1
+            assert m.columns["mask_central_snr"] < MIN_CENTRAL_SNR
+            assert not np.any(m.mask[m.detection.segmap == m.detection.central + 1])
+        assert m.flags & Flag.NO_CENTRAL_DETECTION
+        assert SepInitializer()(cut, m.detection).flags & Flag.NO_CENTRAL_DETECTION
+    assert taken >= 4
+    yy, xx = np.mgrid[0:64, 0:64]
+    galaxy = 4.0 * np.exp(-np.hypot(xx - 31.5, yy - 31.5) / 3.0)     # a faint galaxy
+    cut = _cutout(galaxy + rng.normal(0.0, 1.0, (64, 64)), None)
+    m = SepMasker()(cut)
+    assert MIN_CENTRAL_SNR < m.columns["mask_central_snr"] < 40
+    assert not m.flags & Flag.NO_CENTRAL_DETECTION
+    assert not SepInitializer()(cut, m.detection).flags & Flag.NO_CENTRAL_DETECTION
