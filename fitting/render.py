@@ -23,8 +23,9 @@ transformed, and cropped back to the cutout.  Because the galaxy is point-sample
 interpolated in Fourier space (sinc interpolation, exact for a band-limited PSF), the pixel is
 not counted twice.  For a PSF that does *not* include the pixel (``psf_includes_pixel=False``)
 the kernel is multiplied by the pixel's transfer function, which integrates the model over
-pixels.  Without a PSF the model is integrated over pixels directly (the patch binned to
-pixels): no FFT at all.
+pixels.  Without a PSF the model is integrated over pixels directly, no FFT at all: the patch's
+pixels on the fine grid (the split then follows the patch's pixel edges, as nothing is
+band-limited), the others by a 3 × 3 midpoint rule.
 
 Accuracy against GalSim is pinned by tests/test_render_galsim.py.
 """
@@ -241,10 +242,20 @@ def patch_geometry(canvas: Canvas, p: dict) -> PatchGeometry:
     cy, cx = oy + (K - 1) / 2.0, ox + (K - 1) / 2.0
     half, taper = K / 2.0, cfg.taper
     Y, X = canvas.ys[None, :, None], canvas.xs[None, None, :]
-    window = _window(Y - cy, half, taper) * _window(X - cx, half, taper)
     fy = oy + canvas.fine[None, :, None]
     fx = ox + canvas.fine[None, None, :]
-    fine_window = _window(fy - cy, half, taper) * _window(fx - cx, half, taper)
+    if canvas.fourier:
+        window = _window(Y - cy, half, taper) * _window(X - cx, half, taper)
+        fine_window = _window(fy - cy, half, taper) * _window(fx - cx, half, taper)
+    else:
+        # Without a PSF nothing is band-limited, so the split can follow the patch's pixel
+        # edges: its pixels are integrated on the fine grid, the others sampled at their
+        # centres.  A smooth window there would be point-sampled where it curves, 0.7 % of the
+        # peak off in the taper for an n = 1, r_e = 3 px galaxy.
+        inside_y = (Y > oy - 0.5) & (Y < oy + K - 0.5)
+        inside_x = (X > ox - 0.5) & (X < ox + K - 0.5)
+        window = (inside_y & inside_x).to(canvas.dtype)
+        fine_window = torch.ones_like(fy * fx)
     return PatchGeometry(oy, ox, window, fy, fx, fine_window, core_radius(canvas, p["q"]))
 
 
@@ -304,9 +315,16 @@ def render(canvas: Canvas, components, params: dict, zeropoint: torch.Tensor,
             continue
         log_amp = comp.log_amplitude(p, zp)
         geo = patch_geometry(canvas, p)
-        # outer: G (1 - w) at pixel centres on the whole canvas
-        r = _ellipse_radius(X - x0, Y - y0, p)
-        outer = outer + torch.exp(log_amp + comp.log_shape(r, p)) * (1.0 - geo.window)
+        # outer: G (1 - w) at pixel centres on the whole canvas; without a PSF (nothing
+        # band-limited, the pixel not in a kernel) integrated over each pixel by a 3 x 3
+        # midpoint rule instead, 9x closer than the centre alone where G curves
+        offsets = (0.0,) if canvas.fourier else (-1.0 / 3.0, 0.0, 1.0 / 3.0)
+        g = 0.0
+        for oy_ in offsets:
+            for ox_ in offsets:
+                r = _ellipse_radius(X + ox_ - x0, Y + oy_ - y0, p)
+                g = g + torch.exp(log_amp + comp.log_shape(r, p))
+        outer = outer + g / len(offsets) ** 2 * (1.0 - geo.window)
         # patch: G w at fine samples (flux per sub-pixel), the core left out
         fy, fx, oy, ox, r0 = geo.fy, geo.fx, geo.oy, geo.ox, geo.r0
         rf = _ellipse_radius(fx - x0, fy - y0, p)
