@@ -30,10 +30,11 @@ __all__ = ["SkyEstimate", "estimate_sky", "estimate_sigma", "complete_noise", "s
            "robust_stats", "grow"]
 
 #: A background this many sky RMS from zero or more means the sky was left in the image.  Real
-#: sky-subtracted cutouts measure 0.0-0.8 (SDSS, KiDS, HSC, DECaLS stamps) and up to 3.5 where
-#: the galaxy fills the cutout and its wings leak into the estimate (IC 3478 at 64², NGC 5419 in
-#: HST); raw frames with their sky measure tens to hundreds (sky-limited: level / RMS ~ sqrt(sky
-#: counts)), the NTT EMMI field in ../shared/data 105.
+#: sky-subtracted images in ../shared/data measure 0.0-0.5 (SDSS, KiDS, HSC, DECaLS stamps) and
+#: 0.8-1.5 where a large galaxy's wings reach the cutout's edges (IC 3478, VCC 1512, NGC 3073);
+#: raw frames with their sky measure tens to hundreds (sky-limited: level / RMS ~ sqrt(sky
+#: counts)), the NTT EMMI field 105.  Where the galaxy fills the cutout the level is its light,
+#: and no verdict is given (``method="pixel-noise"``, below).
 SKY_LEFT_IN_RMS = 5.0
 
 #: Sky pixels whose RMS exceeds this multiple of the pixel-to-pixel noise (:func:`pixel_noise`)
@@ -153,10 +154,10 @@ def estimate_sky(image: np.ndarray, bad: np.ndarray, thresh: float = 1.5) -> Sky
     cannot extract the cutout (:class:`SepOverflow`), 3-sigma-clipped statistics are returned
     (``method="clipped"``).  When the pixels left are not flat (their RMS more than
     :data:`STRUCTURED_SKY_RATIO` times the pixel-to-pixel noise, and brighter towards the centre
-    by :data:`STRUCTURED_SKY_TREND` of it), the RMS is that noise and the
-    level is measured again outside the sources detected at it (``method="pixel-noise"``): a
-    galaxy that fills the cutout would otherwise inflate the RMS, and with it every sigma,
-    threshold and error, 3.5× on IC 3478 at 64².  Raises ``ValueError`` when fewer than 10 good pixels remain.
+    by :data:`STRUCTURED_SKY_TREND` of it), the RMS is that noise and the level is measured
+    again outside the sources detected at it (``method="pixel-noise"``): a galaxy that fills
+    the cutout would otherwise inflate the RMS, and with it every sigma, threshold and error,
+    3.5× on IC 3478 at 64².  Raises ``ValueError`` when fewer than 10 good pixels remain.
     """
     data = as_sep_array(image)
     bad = np.asarray(bad, bool)
