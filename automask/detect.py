@@ -16,6 +16,7 @@ when that fails too, and the pipeline then flags MASK_FAILED / INIT_FALLBACK.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -89,9 +90,10 @@ class Detection:
     def n_objects(self) -> int:
         return int(len(self.objects))
 
-    @property
+    @cached_property
     def central_snr(self) -> float:
-        """Isophotal S/N of the central object (NaN when there is none)."""
+        """Isophotal S/N of the central object (NaN when there is none); computed once, as the
+        masker and the initializer both ask."""
         if self.central < 0:
             return float("nan")
         noise = float(np.sqrt(np.sum(self.err[self.segmap == self.central + 1] ** 2)))

@@ -211,9 +211,10 @@ def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: f
     masked_ml = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask) for c, r in zip(cut, results)]
     # the model `run` fits: one Sérsic plus (by default) a flat sky, started at 0 (the
     # simulations are sky-subtracted; a residual pedestal, e.g. a neighbour's wings, is fitted)
-    from galmoss_auto.pipelines.run import _sky_component, run_model
+    from galmoss_auto.fitting.model import sky_component
+    from galmoss_auto.pipelines.run import run_model
     model = run_model(None, sky)
-    sky_comp = _sky_component(model)
+    sky_comp = sky_component(model)
 
     def start(cutouts):
         init = _init(cutouts)

@@ -60,7 +60,7 @@ import numpy as np
 from .catalog import bad_input_rows, merge_in_order, write_catalog
 from .cutout import CutoutError, read_record
 from .flags import Flag
-from .model import SKY_KINDS, default_model, with_sky
+from .model import default_model, sky_component, with_sky
 from .modelspec import ModelSpecError, load_model_file
 from .noise import complete_noise, sky_left_in
 from .records import InputError, apply_defaults, check_unique, read_manifest
@@ -303,7 +303,7 @@ def run(args, stream=None) -> int:
     else:
         model, feed_init, options = default_model(), {}, {}
     model = with_sky(model, getattr(args, "sky", "none") or "none")
-    sky_comp = next((c for c in model.components if c.kind in SKY_KINDS), None)
+    sky_comp = sky_component(model)
     records, region = _records(args, options)
     ids = [r["id"] for r in records]
     init = read_init(args.init, ids, model, feed_init)

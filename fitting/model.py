@@ -30,7 +30,7 @@ from .conventions import internal_bounds, natural_to_catalog, to_internal, to_na
 from .profiles import FlatSky, Sersic, TiltedSky
 from .profiles.base import Component
 
-__all__ = ["Tie", "Model", "default_model", "with_sky", "SKY_KINDS"]
+__all__ = ["Tie", "Model", "default_model", "with_sky", "sky_component", "SKY_KINDS"]
 
 #: Component kinds that model the background.
 SKY_KINDS = ("sky", "tiltedsky")
@@ -311,13 +311,18 @@ def with_sky(model: Model, sky: str) -> Model:
     model that already has a sky component, returns ``model`` itself."""
     if sky not in ("none", "flat", "tilted"):
         raise ValueError(f"sky must be 'none', 'flat' or 'tilted', got {sky!r}")
-    if sky == "none" or any(c.kind in SKY_KINDS for c in model.components):
+    if sky == "none" or sky_component(model) is not None:
         return model
     names = {c.name for c in model.components}
     name = "sky" if "sky" not in names else next(f"sky{k}" for k in range(2, 99) if f"sky{k}" not in names)
     comp = FlatSky(name) if sky == "flat" else TiltedSky(name)
     return Model(model.components + [comp], fixed=model.fixed, ties=model.ties, bounds=model.bounds,
                  windows=model.windows, auxiliary=model.auxiliary)
+
+
+def sky_component(model: Model):
+    """The model's background component (FlatSky or TiltedSky), or None."""
+    return next((c for c in model.components if c.kind in SKY_KINDS), None)
 
 
 def _generic_guess(spec, cutout, comp) -> float:

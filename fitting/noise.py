@@ -176,11 +176,12 @@ def estimate_sky(image: np.ndarray, bad: np.ndarray, thresh: float = 1.5) -> Sky
                            method="clipped")
     sources = grow(seg > 0, 2)
     level, rms, n_sky = _sky_stats(data, bad, sources, level, rms)
-    noise = pixel_noise(data, ~bad & ~sources)
+    outside = ~bad & ~sources
+    noise = pixel_noise(data, outside)
     # correlated noise (a smoothed or resampled image) also has an RMS above its pixel-to-pixel
     # noise, but no trend: wings fall off away from the centre
     if not (rms > STRUCTURED_SKY_RATIO * noise
-            and sky_trend(data, ~bad & ~sources) > STRUCTURED_SKY_TREND * rms):
+            and sky_trend(data, outside) > STRUCTURED_SKY_TREND * rms):
         return SkyEstimate(level=level, rms=rms, n_pixels=n_sky)
     # The "sky" is not flat: a galaxy filling the cutout left its light (and gradient) in the
     # pixels outside the segments, because the threshold was set from that inflated RMS.  The

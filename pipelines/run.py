@@ -67,6 +67,7 @@ from galmoss_auto.fitting.api import default_batch_size
 from galmoss_auto.fitting.cutout import psf_fwhm_px
 from galmoss_auto.fitting.dataset import CutoutFailure, cutout_loader
 from galmoss_auto.fitting.flags import Flag
+from galmoss_auto.fitting.model import sky_component
 from galmoss_auto.initnet.base import PARAMS, get_initializer
 from galmoss_auto.initnet.bulge_disk import multi_component_start
 from galmoss_auto.pipelines.config import RESULT_KEY_ABSENT, RunConfig, parse_weights, survey_defaults
@@ -202,11 +203,6 @@ def run_model(model=None, sky: str = "flat"):
     return with_sky(base, sky if sky in ("flat", "tilted") else "none")
 
 
-def _sky_component(model):
-    from galmoss_auto.fitting.model import SKY_KINDS
-    return next((c for c in model.components if c.kind in SKY_KINDS), None)
-
-
 def _failure_table(failures: list[CutoutFailure], model) -> Table:
     """The fitter's own bad-input rows (NaN parameters, BAD_INPUT), plus message and source."""
     from galmoss_auto.fitting.catalog import bad_input_rows
@@ -247,7 +243,7 @@ def _fit_chunk(prepared: list[Prepared], cfg: RunConfig, device, model):
     single = {p: np.array([g.init.params[p] for g in prepared], np.float64) for p in PARAMS}
     # the single-Sérsic start spread over the model's components (one Sérsic: as it is)
     init = multi_component_start(model, single)
-    sky = _sky_component(model)
+    sky = sky_component(model)
     if sky is not None:
         # started from the background measured off the sources
         init[f"{sky.name}_sky"] = np.array([float(getattr(g.cutout.meta.get("sky"), "level", 0.0))
