@@ -29,7 +29,9 @@ For each cutout (whose ``mask`` already holds the user mask and bad pixels, ``si
    (:func:`~.base.initializer_view`), which would otherwise measure a bright neighbour as the
    target.
 
-No central detected -> the cutout is masked by sep instead, with Flag.NO_CENTRAL_DETECTION; the
+No central detected, or a mask that leaves no pixel to fit -> the cutout is masked by sep
+instead, with Flag.MASK_FALLBACK (informational: the row is what ``--mask sep`` gives, and sep's
+own verdict on the central, NO_CENTRAL_DETECTION below isophotal S/N 5, still applies); the
 network failing on a chunk (an exception) -> sep for the whole chunk, Flag.MASK_FAILED.  Both
 have ``method == "sep"``; learned results have ``method == "maskrcnn"``.
 
@@ -259,7 +261,9 @@ class MaskRCNNMasker:
         inst = decode(output, self.score_thresh, self.mask_thresh)
         k = pick_central(inst, cutout.shape, self.max_central_distance)
         if k < 0:
-            return self._fallback(cutout, Flag.NO_CENTRAL_DETECTION, n_objects=len(inst)), MaskDetails(inst)
+            # e.g. ProFit's G278109 (SDSS, a bright bulge in a disk filling a 101 x 197 stamp):
+            # no detection covers its core; sep finds it at isophotal S/N 735
+            return self._fallback(cutout, Flag.MASK_FALLBACK), MaskDetails(inst)
         psf_fwhm = psf_fwhm_px(cutout.psf, cutout.psf_oversampling)
         margin = self._margin(psf_fwhm)
         fwhm = psf_fwhm or 2.0
@@ -307,11 +311,11 @@ class MaskRCNNMasker:
                    "sky_rms": _sky_rms(cutout)}
         details = MaskDetails(inst, k, central, nb_masks, margin)
         if np.all(mask | cutout.mask):
-            return self._fallback(cutout, Flag.MASK_FAILED, n_objects=len(inst)), details
+            return self._fallback(cutout, Flag.MASK_FALLBACK), details
         return MaskResult(mask=mask, flags=0, columns=columns, neighbours=neighbours, method="maskrcnn",
                           neighbour_pixels=nb_pixels if nb_masks else None), details
 
-    def _fallback(self, cutout, flag: Flag, n_objects: int = -1) -> MaskResult:
+    def _fallback(self, cutout, flag: Flag) -> MaskResult:
         from .sep_masker import SepMasker
         try:
             res = SepMasker(**self.sep_options)(cutout)

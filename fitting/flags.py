@@ -33,7 +33,9 @@ class Flag(IntFlag):
     NEIGHBOUR_AT_BOUND = 128
     #: The sigma map was estimated from the image (no sigma/weight map was given).
     SIGMA_ESTIMATED = 256
-    #: The automatic masker failed on this cutout; only user and bad-pixel masks were used.
+    #: The automatic masker failed on this cutout (it raised): only user and bad-pixel masks
+    #: were used, or, where a learned masker raised on its chunk, sep's masks
+    #: (``mask_method = "sep"``); the reason is in the ``message`` column.
     MASK_FAILED = 512
     #: The initializer failed on this cutout; a generic starting guess was used.
     INIT_FALLBACK = 1024
@@ -60,6 +62,12 @@ class Flag(IntFlag):
     #: :data:`~galmoss_auto.fitting.noise.SKY_LEFT_IN_RMS` sky RMS from zero: the sky was left
     #: in the image and the galaxy's profile absorbs it (magnitude and r_e are wrong).
     SKY_NOT_MODELLED = 65536
+    #: The learned masker (``--mask maskrcnn`` / ``auto``) found no central galaxy in this
+    #: cutout, so sep masked it (``mask_method = "sep"``), as ``--mask sep`` would have.
+    #: Informational: the network, trained on simulations, misses some real galaxies unlike
+    #: any it saw (a bright bulge in a disk filling a 100 x 200 px stamp); sep's own verdict
+    #: on the central still applies (NO_CENTRAL_DETECTION below isophotal S/N 5).
+    MASK_FALLBACK = 131072
 
 
 #: Bits that describe the input or the stages around the fit, not the fit: a row with no other
@@ -67,7 +75,7 @@ class Flag(IntFlag):
 #: labels that training on real cutouts takes (``galmoss-auto train --real``): SIGMA_ESTIMATED
 #: alone is on nearly every real cutout without a sigma map.
 INFORMATIONAL = (Flag.AUTO_MASKED_PIXELS | Flag.NEIGHBOUR_AT_BOUND | Flag.SIGMA_ESTIMATED
-                 | Flag.NO_ZEROPOINT | Flag.WEIGHTS_MISMATCH | Flag.INIT_FALLBACK)
+                 | Flag.NO_ZEROPOINT | Flag.WEIGHTS_MISMATCH | Flag.INIT_FALLBACK | Flag.MASK_FALLBACK)
 
 
 def is_clean_fit(flags) -> bool:

@@ -12,6 +12,7 @@ from galmoss_auto.automask.predict import MaskRCNNMasker, instance_params
 from galmoss_auto.automask.sep_masker import SepMasker
 from galmoss_auto.fitting import Cutout, Flag
 from galmoss_auto.fitting.cutout import psf_fwhm_px
+from galmoss_auto.fitting.flags import is_clean_fit
 
 SIZE = 64
 
@@ -111,11 +112,29 @@ def test_sep_fallback_paths_and_flags():
     for r in failed:
         assert r.method == "sep" and r.flags & Flag.MASK_FAILED and r.neighbours == []
     assert np.array_equal(failed[0].mask, sep.mask)
+    # no central found: sep masks the cutout, MASK_FALLBACK (informational) says so, and sep,
+    # which finds this central, adds no NO_CENTRAL_DETECTION: the row is what --mask sep gives
     none = MaskRCNNMasker(network=StubNet(empty=True)).mask_batch([c], "cpu")[0]
-    assert none.method == "sep" and none.flags & Flag.NO_CENTRAL_DETECTION
+    assert none.method == "sep" and none.flags & Flag.MASK_FALLBACK
+    assert none.flags == sep.flags | Flag.MASK_FALLBACK and is_clean_fit(none.flags)
+    assert not none.flags & (Flag.MASK_FAILED | Flag.NO_CENTRAL_DETECTION)
     assert none.columns["mask_central_class"] == ""
-    assert not none.flags & Flag.MASK_FAILED
     assert np.array_equal(none.mask, sep.mask)
+    # ... while sep's own verdict on a blank cutout (nothing at S/N >= 5) still applies
+    blank = Cutout(id="blank", image=np.random.default_rng(0).normal(0, 1, (SIZE, SIZE)),
+                   sigma=np.ones((SIZE, SIZE)), psf=_psf(), zeropoint=25.0)
+    res = MaskRCNNMasker(network=StubNet(empty=True)).mask_batch([blank], "cpu")[0]
+    assert res.flags == SepMasker()(blank).flags | Flag.MASK_FALLBACK
+    assert res.flags & Flag.NO_CENTRAL_DETECTION
+    assert not is_clean_fit(res.flags)
+    # a learned mask that would leave no pixel to fit is not used either
+    # (the user masked all but a patch around the far star, which the network masks)
+    user = np.ones((SIZE, SIZE), bool)
+    user[49:56, 5:12] = False
+    full = Cutout(id="full", image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=25.0, mask=user)
+    res = MaskRCNNMasker(network=StubNet()).mask_batch([full], "cpu")[0]
+    assert res.method == "sep" and res.flags & Flag.MASK_FALLBACK
+    assert not np.all(res.mask | user)
 
 
 def test_registered_and_needs_a_checkpoint():
