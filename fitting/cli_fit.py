@@ -6,7 +6,8 @@
     galmoss-auto fit --model galfit.feedme --out results/      # GALFIT's own image, region, PSF
 
 Inputs
-* CUTOUTS: FITS images; the id is the file name without ``.fits``/``.fit``/``.fits.gz``.
+* CUTOUTS: FITS images; the id is the file name without ``.fits``/``.fit``/``.fts`` (and
+  ``.gz``/``.fz``).
   ``--sigma-suffix _sigma`` / ``--mask-suffix _mask`` take ``NAME_sigma.fits`` / ``NAME_mask.fits``
   beside each image.  ``--manifest`` adds rows with columns ``id, image`` and optionally
   ``sigma`` (or ``weight``/``variance``), ``psf``, ``mask``, ``zeropoint``, ``pixel_scale``
@@ -310,7 +311,7 @@ def run(args, stream=None) -> int:
     if region is not None:
         _shift_positions(init, model, 1 - region[0], 1 - region[2])
 
-    good, messages, bad_flags, extra = [], {}, {}, {}
+    good, messages, bad_flags, extra, notes = [], {}, {}, {}, {}
     for rec in records:
         try:
             cut = read_record(rec, region)
@@ -323,6 +324,8 @@ def run(args, stream=None) -> int:
             print(f"galmoss-auto fit: {rec['id']}: unusable input, flagged BAD_INPUT: {exc}", file=err)
             continue
         good.append(cut)
+        if cut.meta.get("psf_note"):  # what was done to the PSF (resampled, PSFEx position)
+            notes[cut.id] = cut.meta["psf_note"]
         sky = cut.meta.get("sky")
         if sky_comp is None and sky is not None and sky_left_in(sky):
             cut.flags = int(cut.flags) | int(Flag.SKY_NOT_MODELLED)
@@ -382,7 +385,7 @@ def run(args, stream=None) -> int:
     for col, empty in (("psf_source", "none"), ("sigma_source", "none"), ("zeropoint_source", "none"),
                        ("n_saturated", 0), ("sky_level", np.nan), ("sky_rms", np.nan)):
         catalog[col] = [extra.get(str(i), {}).get(col, empty) for i in catalog["id"]]
-    catalog["message"] = [messages.get(str(i), "") for i in catalog["id"]]
+    catalog["message"] = [messages.get(str(i), notes.get(str(i), "")) for i in catalog["id"]]
     if messages:
         catalog.meta["BADINPUT"] = "; ".join(f"{i}: {m}" for i, m in messages.items())
     if args.model:

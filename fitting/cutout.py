@@ -15,8 +15,12 @@ What the fit depends on is found in this order (``cutout.meta["sources"]`` says 
 2. the image file itself (an image named ``file.fits[HDU]`` uses only that HDU's header):
    extensions named ``SIGMA``/``ERR``/``NOISE``/``RMS`` (sigma),
    ``WEIGHT``/``WHT``/``IVAR`` (inverse variance), ``VAR``/``VARIANCE``, ``PSF``,
-   ``MASK``/``BADPIX``/``BPM``; header zero-point (:data:`ZP_KEYS`), pixel scale
-   (:data:`SCALE_KEYS`, else the WCS CD/CDELT matrix of a celestial WCS) and ``SATURATE``;
+   ``MASK``/``BADPIX``/``BPM`` (an LSST / HSC bitmask, whose header names its planes, by its
+   bad planes only: :data:`AFW_BAD_PLANES`); header zero-point (:data:`ZP_KEYS`, else
+   ``FLUXMAG0``, else a flux unit in ``BUNIT``: :data:`UNIT_ZEROPOINTS`), pixel scale
+   (:data:`SCALE_KEYS`, else the WCS CD/CDELT matrix of a celestial WCS), ``SATURATE`` and the
+   gain (:data:`GAIN_KEYS`, else what ``BUNIT`` implies, else :data:`DN_GAIN_KEYS` for an image
+   in counts; :func:`_header_gain`);
 3. the command's defaults (options, feedme, survey preset);
 4. nothing: the source is ``"none"`` (no PSF: no convolution; no sigma: estimated by
    :func:`galmoss_auto.fitting.noise.complete_noise`; no zero-point: 0, and
@@ -37,8 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .psf_scale import match_psf_scale
+from .psfex import is_psfex, psfex_image
+from .records import IMAGE_RE
+
 __all__ = ["Cutout", "CutoutError", "read_cutout", "read_record", "read_fits_array", "psf_fwhm_px",
-           "normalise_psf", "MIN_SIDE", "MIN_GOOD_PIXELS", "ZP_KEYS", "SCALE_KEYS", "EXTENSIONS"]
+           "normalise_psf", "bad_pixels", "MIN_SIDE", "MIN_GOOD_PIXELS", "ZP_KEYS", "SCALE_KEYS",
+           "EXTENSIONS", "UNIT_ZEROPOINTS", "AFW_BAD_PLANES", "GAIN_KEYS", "DN_GAIN_KEYS"]
 
 
 class CutoutError(ValueError):
@@ -188,11 +197,32 @@ def normalise_psf(psf, where: str = "psf") -> np.ndarray:
 
 #: Header keywords of the magnitude zero-point, in the order they are tried.
 ZP_KEYS = ("MAGZP", "MAGZPT", "ZP", "ZEROPT", "MAGZERO", "PHOTZP", "MAG_ZP", "ZPT")
+#: Flux units (``BUNIT``, lower case) whose AB zero-point is fixed by the unit itself, tried
+#: after :data:`ZP_KEYS` and ``FLUXMAG0`` (zp = 2.5 log10 FLUXMAG0, the LSST/HSC pipelines'
+#: flux of a magnitude-0 source): m = -2.5 log10(f / 3631 Jy).
+UNIT_ZEROPOINTS = {"njy": 31.4, "nanojansky": 31.4, "ujy": 23.9, "microjy": 23.9,
+                   "microjansky": 23.9, "mjy": 16.4, "millijansky": 16.4, "jy": 8.9, "jansky": 8.9,
+                   "nanomaggy": 22.5, "nanomaggies": 22.5, "nmgy": 22.5}
+#: Mask planes of the LSST / HSC pipelines' (afw) bitmask that mark pixels unfit to use.  A
+#: mask whose header names its planes (``MP_<PLANE> = bit``) is read by these bits only: its
+#: other planes describe good pixels (DETECTED is set on every source, the target included;
+#: CLIPPED, SENSOR_EDGE, INEXACT_PSF, BRIGHT_OBJECT, ... flag coadd inputs or catalog quality),
+#: and "nonzero = bad" would mask the galaxy itself.
+AFW_BAD_PLANES = ("BAD", "SAT", "INTRP", "CR", "EDGE", "NO_DATA", "SUSPECT", "UNMASKEDNAN")
+#: Header keywords of the gain in e- per image unit (SExtractor's ``GAIN_KEY`` convention: a
+#: survey that rescales its images writes the effective gain); 0 or less means unknown.
+GAIN_KEYS = ("GAIN", "EFFGAIN", "EGAIN")
+#: Detector gains in e- per DN (HST): they apply to an image in counts, times ``EXPTIME`` to one
+#: in counts per second, and to nothing else.
+DN_GAIN_KEYS = ("ATODGAIN", "CCDGAIN")
+_COUNT_UNITS = ("", "counts", "count", "dn", "adu", "datanumber", "datanumbers")
+_ELECTRON_UNITS = ("electrons", "electron", "e-", "e")
+_PER_SECOND = ("/s", "/sec", "/second", "s-1", "s**-1", "s^-1")
 #: Header keywords of the pixel scale (arcsec/px), tried before the WCS.
 SCALE_KEYS = ("PIXSCALE", "PIXSCAL1", "PIXSCAL", "SECPIX", "SECPIX1", "PIXELSCL")
 #: Extension names (upper case) that hold each plane beside the image.
 EXTENSIONS = {"sigma": ("SIGMA", "ERR", "ERROR", "NOISE", "RMS", "SIG"),
-              "weight": ("WEIGHT", "WHT", "IVAR", "INVVAR", "WT"),
+              "weight": ("WEIGHT", "WHT", "WGT", "IVAR", "INVVAR", "WT"),
               "variance": ("VAR", "VARIANCE"),
               "psf": ("PSF",), "mask": ("MASK", "BADPIX", "BPM", "MSK")}
 _IMAGE_NAMES = ("IMAGE", "SCI", "DATA")
@@ -267,7 +297,7 @@ def _open_fits(path, hdu, what: str, extensions: bool):
                         for n in names:
                             if n in named and hdul[named[n]] is not chosen and hdul[named[n]].data is not None:
                                 planes[plane] = (np.asarray(hdul[named[n]].data, np.float64),
-                                                 f"{path}[{n}]")
+                                                 f"{path}[{n}]", dict(hdul[named[n]].header))
                                 break
     except CutoutError:
         raise
@@ -308,6 +338,73 @@ def _wcs_scale(header: dict) -> float | None:
     return math.sqrt(det) * 3600.0 if det > 0 else None
 
 
+def bad_pixels(values: np.ndarray, header: dict | None = None) -> np.ndarray:
+    """Bool mask (True = bad) of a mask plane: nonzero = bad (GALFIT, Imfit), except for an
+    LSST / HSC bitmask, whose header names its planes (``MP_BAD = 0``, ``MP_DETECTED = 5``,
+    ...): then only the bits of :data:`AFW_BAD_PLANES` are bad."""
+    values = np.asarray(values)
+    planes = {str(k).upper()[3:]: v for k, v in (header or {}).items() if str(k).upper().startswith("MP_")}
+    if not planes:
+        return values != 0
+    bits = 0
+    for name in AFW_BAD_PLANES:
+        if name in planes:
+            bits |= 1 << int(planes[name])
+    finite = np.isfinite(values)
+    flags = np.where(finite, values, 0).astype(np.int64)
+    return ((flags & bits) != 0) | ~finite
+
+
+def _unit_zeropoint(header: dict, where: str):
+    """(zero-point, keyword) from ``FLUXMAG0`` or a flux unit in ``BUNIT``; (None, None)."""
+    if header.get("FLUXMAG0") not in (None, ""):
+        try:
+            f0 = float(header["FLUXMAG0"])
+        except (TypeError, ValueError):
+            raise CutoutError(f"{where}: header FLUXMAG0 = {header['FLUXMAG0']!r} is not a number") from None
+        if not (math.isfinite(f0) and f0 > 0):
+            raise CutoutError(f"{where}: header FLUXMAG0 = {f0} must be finite and > 0 (the flux "
+                              "of a magnitude-0 source)")
+        return 2.5 * math.log10(f0), "FLUXMAG0"
+    unit = str(header.get("BUNIT", "")).strip().lower().replace(" ", "")
+    if unit in UNIT_ZEROPOINTS:
+        return UNIT_ZEROPOINTS[unit], "BUNIT"
+    return None, None
+
+
+def _header_gain(header: dict):
+    """(gain in e- per image unit, keyword) from the header; (None, None) when it cannot say.
+
+    ``GAIN`` (:data:`GAIN_KEYS`) as it stands; else what ``BUNIT`` implies: 1 for an image in
+    electrons, ``EXPTIME`` for one in electrons per second; else a detector gain in e-/DN
+    (:data:`DN_GAIN_KEYS`) for an image in counts (``BUNIT`` absent, counts, DN, ADU), times
+    ``EXPTIME`` for counts per second.  Values that are not positive numbers (``GAIN = 0`` is
+    often written for "unknown") are passed over."""
+    def positive(key):
+        try:
+            v = float(header.get(key))
+        except (TypeError, ValueError):
+            return None
+        return v if math.isfinite(v) and v > 0 else None
+
+    for k in GAIN_KEYS:
+        if positive(k) is not None:
+            return positive(k), k
+    unit = str(header.get("BUNIT", "")).strip().lower().replace(" ", "")
+    base = next((unit[:-len(x)] for x in _PER_SECOND if unit.endswith(x)), None)
+    scale = 1.0 if base is None else positive("EXPTIME")
+    base = unit if base is None else base
+    if scale is None:  # per second, but no exposure time
+        return None, None
+    if base in _ELECTRON_UNITS:
+        return scale, "BUNIT"
+    if base in _COUNT_UNITS:
+        for k in DN_GAIN_KEYS:
+            if positive(k) is not None:
+                return positive(k) * scale, k
+    return None, None
+
+
 def _ascii_mask(path: str, shape) -> np.ndarray:
     """GALFIT's text bad-pixel list: one ``x y`` (1-based) per line -> bool mask."""
     try:
@@ -324,12 +421,10 @@ def _ascii_mask(path: str, shape) -> np.ndarray:
     return mask
 
 
-_FITS_NAME = re.compile(r"\.(fits|fit|fts)(\.gz)?$", re.IGNORECASE)
-
-
 def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, variance=None,
                 psf=None, mask=None, zeropoint: float | None = None, pixel_scale: float | None = None,
                 psf_oversampling: int = 1, psf_includes_pixel: bool = True,
+                psf_x: float | None = None, psf_y: float | None = None,
                 gain: float | None = None, saturation: float | None = None,
                 sources: dict | None = None, defaults: dict | None = None,
                 region: tuple | None = None, use_file: bool = True) -> Cutout:
@@ -338,18 +433,21 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     Give at most one of ``sigma`` (1-sigma), ``weight`` (inverse variance) or ``variance``.
     What is not given comes from the image file itself when ``use_file`` (its ``SIGMA``,
     ``WEIGHT``, ``VAR``, ``PSF``, ``MASK`` extensions, unless the image is named with an explicit
-    HDU such as ``file.fits[0]``, which selects that HDU alone; header zero-point :data:`ZP_KEYS`, pixel
+    HDU such as ``file.fits[0]``, which selects that HDU alone; header zero-point :data:`ZP_KEYS`,
+    ``FLUXMAG0`` or ``BUNIT`` (see the module docstring), pixel
     scale :data:`SCALE_KEYS` or WCS, ``SATURATE``), then from ``defaults`` (key -> (value,
     source)); else the zero-point is 0 and the pixel scale unknown.  ``sources`` (key -> source
     name) labels the given values (default ``"argument"``); the result's
-    ``meta["sources"]`` says where the psf, sigma, mask, zeropoint, pixel_scale and saturation
-    came from (``"none"`` where nothing gave it).  ``mask`` may be GALFIT's text list of
+    ``meta["sources"]`` says where the psf, sigma, mask, zeropoint, pixel_scale, saturation and
+    gain came from (``"none"`` where nothing gave it).  ``mask`` may be GALFIT's text list of
     1-based ``x y`` bad pixels.  ``saturation`` (image units): pixels at or above it are
     masked, their count in ``meta["n_saturated"]``.  ``region`` = GALFIT's H) (xmin, xmax,
     ymin, ymax), 1-based inclusive: the cutout is that part of the image.  ``gain`` (e-/image
-    unit) is stored in ``meta`` for sigma estimation; a default gain that comes with
-    ``defaults["gain_zeropoint"]`` (from the same source, e.g. a survey preset) is per unit of
-    that zero-point and is converted to the image's own zero-point.
+    unit; else the header's, else ``defaults``) is stored in ``meta`` for sigma estimation; a
+    default gain that comes with ``defaults["gain_zeropoint"]`` (from the same source, e.g. a
+    survey preset) is per unit of that zero-point and is converted to the image's own
+    zero-point.  ``psf_x``, ``psf_y``: where a PSFEx ``psf`` model is evaluated (1-based pixel
+    in the image it was built on; :mod:`galmoss_auto.fitting.psfex`).
     """
     sources = dict(sources or {})
     defaults = dict(defaults or {})
@@ -358,7 +456,7 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     is_path = isinstance(image, (str, Path))
     source = str(image) if is_path else (id or "array")
     if id is None:
-        id = _FITS_NAME.sub("", Path(_split_hdu(str(image))[0]).name) if is_path else "0"
+        id = IMAGE_RE.sub("", Path(_split_hdu(str(image))[0]).name) if is_path else "0"
     if is_path:
         # an image named as file.fits[HDU] is that HDU alone: the caller chose among the
         # file's extensions, so the others are not taken as its sigma/PSF/mask
@@ -368,12 +466,27 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
         data, header, planes = _as_2d(image, source, "image"), {}, {}
     found = {}
 
+    headers = {}  # what -> header of the file a plane was read from (the PSF's pixel scale)
+    psfex = {}    # a PSFEx model's sampling step (image pixels) and what was done with it
+
     def load(value, what):
         if isinstance(value, (str, Path)):
-            if what == "mask" and not _FITS_NAME.search(_split_hdu(str(value))[0]):
+            if what == "mask" and not IMAGE_RE.search(_split_hdu(str(value))[0]):
                 return _ascii_mask(str(value), data.shape), str(value)
-            return _open_fits(value, None, what, extensions=False)[0], str(value)
+            if what == "psf" and Path(str(value)).is_file() and is_psfex(value):
+                try:
+                    arr, psfex["samp"], psfex["note"] = psfex_image(value, psf_x, psf_y)
+                except (ValueError, KeyError) as exc:
+                    raise CutoutError(f"{value}: cannot evaluate the PSFEx model ({exc})") from None
+                return arr, str(value)
+            arr, hdr, _ = _open_fits(value, None, what, extensions=False)
+            headers[what] = hdr
+            return (bad_pixels(arr, hdr).astype(np.float64) if what == "mask" else arr), str(value)
         return _as_2d(value, source, what), source
+
+    if "mask" in planes:  # an LSST / HSC bitmask is read by its bad planes only
+        arr, where, hdr = planes["mask"]
+        planes["mask"] = (bad_pixels(arr, hdr).astype(np.float64), where, hdr)
 
     # noise: argument > extension > default
     noise_kind, noise_val = next(((k, v) for k, v in (("sigma", sigma), ("weight", weight),
@@ -404,6 +517,7 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
         if value is not None:
             return value, sources.get(key, "argument"), None
         if plane and plane in planes:
+            headers[plane] = planes[plane][2]
             return planes[plane][0], "extension", planes[plane][1]
         if key in defaults:
             return defaults[key][0], defaults[key][1], None
@@ -430,6 +544,10 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
             v = _wcs_scale(header)
             if v is not None:
                 return v, "header"
+        if use_file and key == "zeropoint":
+            v, _ = _unit_zeropoint(header, source)
+            if v is not None:
+                return v, "header"
         if key in defaults:
             return float(defaults[key][0]), defaults[key][1]
         return None, "none"
@@ -438,7 +556,15 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     scale, scale_src = number("pixel_scale", pixel_scale, SCALE_KEYS, "pixel scale")
     sat, sat_src = number("saturation", saturation, ("SATURATE", "SATURATION", "SATLEVEL"),
                           "saturation level")
-    gain_v, gain_src = number("gain", gain, (), "gain")
+    header_gain = _header_gain(header)[0] if use_file else None
+    if gain is not None:
+        gain_v, gain_src = float(gain), sources.get("gain", "argument")
+    elif header_gain is not None:
+        gain_v, gain_src = header_gain, "header"
+    elif "gain" in defaults:
+        gain_v, gain_src = float(defaults["gain"][0]), defaults["gain"][1]
+    else:
+        gain_v, gain_src = None, "none"
     ref = defaults.get("gain_zeropoint")
     if gain_v is not None and ref is not None and gain_src == ref[1] and zp is not None and math.isfinite(zp):
         # a preset's gain is electrons per image unit *of the preset's zero-point*; an image
@@ -468,8 +594,18 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     if noise is not None and not np.any(np.isfinite(noise) & (noise > 0)):
         raise CutoutError(f"{noise_where}: the sigma map of {source} has no valid pixel "
                           "(every value <= 0 or not finite)")
+    psf_note = None
     if psf_data is not None:
         psf_data = normalise_psf(psf_data, psf_where)
+        if psfex:  # sampled every PSF_SAMP image pixels
+            psf_data, psf_oversampling, psf_note = match_psf_scale(psf_data, psfex["samp"], 1.0,
+                                                                   psf_oversampling, unit=" px")
+            psf_note = "; ".join(n for n in (psfex["note"], psf_note) if n)
+        else:  # a PSF file that states another pixel scale than the image's: onto its grid
+            psf_scale = _header_number(headers.get("psf", {}), SCALE_KEYS, psf_where, "PSF pixel scale")[0]
+            psf_scale = psf_scale if psf_scale is not None else _wcs_scale(headers.get("psf", {}))
+            psf_data, psf_oversampling, psf_note = match_psf_scale(psf_data, psf_scale, scale,
+                                                                   psf_oversampling)
     user_mask = np.zeros(data.shape, bool) if mask_data is None else np.asarray(mask_data) != 0
     n_sat = 0
     if sat is not None:
@@ -478,10 +614,13 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
         n_sat = int(np.count_nonzero(saturated))
         user_mask = user_mask | saturated
     meta = {"sources": {"psf": psf_src, "sigma": noise_src or "none", "mask": mask_src,
-                        "zeropoint": zp_src, "pixel_scale": scale_src, "saturation": sat_src},
+                        "zeropoint": zp_src, "pixel_scale": scale_src, "saturation": sat_src,
+                        "gain": gain_src},
             "n_saturated": n_sat}
     if gain_v is not None:
         meta["gain"] = gain_v
+    if psf_note:
+        meta["psf_note"] = psf_note
     if sat is not None:
         meta["saturation"] = sat
     return Cutout(id=str(id), image=data, sigma=noise, psf=psf_data,
@@ -493,7 +632,7 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
 
 #: Record keys passed on to :func:`read_cutout` by :func:`read_record`.
 RECORD_KEYS = ("sigma", "weight", "variance", "psf", "mask", "zeropoint", "pixel_scale", "gain",
-               "saturation", "psf_oversampling", "psf_includes_pixel")
+               "saturation", "psf_oversampling", "psf_includes_pixel", "psf_x", "psf_y")
 
 
 def read_record(rec: dict, region: tuple | None = None) -> Cutout:

@@ -5,9 +5,12 @@ A source is one of
 * a manifest table (``.csv``, ``.ecsv``, ``.fits``/``.fit`` whose first extension is a table)
   with columns ``id, image`` and optionally ``sigma`` (or ``weight`` / ``variance``), ``psf``,
   ``mask``, ``zeropoint``, ``pixel_scale``, ``gain``, ``saturation``, ``psf_oversampling``
-  (PSF pixels per image pixel, a positive integer; default 1).  Relative paths are
+  (PSF pixels per image pixel, a positive integer; default 1), ``psf_x``, ``psf_y`` (where a
+  PSFEx ``psf`` model is evaluated: the galaxy's 1-based pixel in the image the model was
+  built on).  Relative paths are
   relative to the manifest's folder; empty cells mean "not given";
-* a directory: every ``*.fits``, ``*.fit``, ``*.fits.gz`` inside (not recursive);
+* a directory: every ``*.fits``, ``*.fit``, ``*.fts`` inside, also gzip- or fpack-compressed
+  (``.gz``, ``.fz``) (not recursive);
 * a glob pattern such as ``"cutouts/*_r.fits"``.
 
 For directories and globs the id is the file name without extension, and companion files
@@ -39,8 +42,10 @@ MANIFEST_SUFFIXES = (".csv", ".ecsv", ".fits", ".fit", ".fits.gz")
 COMPANIONS = {"_sigma": "sigma", "_weight": "weight", "_var": "variance", "_psf": "psf",
               "_mask": "mask"}
 PATH_KEYS = ("image", "sigma", "weight", "variance", "psf", "mask")
-NUMBER_KEYS = ("zeropoint", "pixel_scale", "gain", "saturation", "psf_oversampling")
-IMAGE_RE = re.compile(r"\.(fits|fit|fits\.gz|fit\.gz)$", re.IGNORECASE)
+NUMBER_KEYS = ("zeropoint", "pixel_scale", "gain", "saturation", "psf_oversampling", "psf_x", "psf_y")
+#: A FITS image's name: .fits, .fit or .fts, optionally gzip- (.gz) or fpack-compressed (.fz:
+#: Legacy Survey, DES and HSC ship their images so; astropy reads the tiles).
+IMAGE_RE = re.compile(r"\.(fits|fit|fts)(\.gz|\.fz)?$", re.IGNORECASE)
 
 
 class InputError(ValueError):

@@ -153,6 +153,8 @@ class Preparer:
             g.flags |= int(Flag.SKY_NOT_MODELLED)
             g.messages.append(f"--sky none but the measured background is "
                               f"{sky.level / sky.rms:.1f} sky RMS from 0 (use --sky flat)")
+        if cutout.meta.get("psf_note"):  # what was done to the PSF (resampled, PSFEx position)
+            g.messages.append(cutout.meta["psf_note"])
         if cutout.flags & Flag.NO_ZEROPOINT:
             g.messages.append("no zero-point in the row, header, options or survey: magnitudes "
                               "use zero-point 0")
