@@ -257,9 +257,12 @@ def read_fits_array(path, hdu: int | str | None = None, what: str = "image") -> 
     return data, header
 
 
-def _open_fits(path, hdu, what: str, extensions: bool):
-    """(data, header, {plane: (array, "file[EXT]")}) of a FITS file; the planes are the
-    :data:`EXTENSIONS` found in it besides the chosen HDU (only when ``extensions``)."""
+def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, band: str | None = None):
+    """(data, header, {plane: (array, "file[EXT]", header)}) of a FITS file; the planes are the
+    :data:`EXTENSIONS` found in it besides the chosen HDU (only when ``extensions``), and with
+    ``paired`` the inverse variance that the Legacy Surveys' cutouts pair with an image by its
+    band.  A file holding one HDU per band (:func:`_bands`) gives the HDU of ``band``, and
+    without it raises, naming the bands: taking the first would be a silent choice of band."""
     from astropy.io import fits
 
     path = str(path)
@@ -283,6 +286,15 @@ def _open_fits(path, hdu, what: str, extensions: bool):
                         if not candidates:
                             raise CutoutError(f"{path}: no 2-D {what} data in any HDU")
                         chosen = candidates[0]
+                    bands = _bands(hdul)[0]
+                    if len(bands) > 1 and band in bands:
+                        chosen = hdul[bands[band]]
+                    elif len(bands) > 1:
+                        listed = ", ".join(f"{b} [{k}]" for b, k in bands.items())
+                        things = "PSFs" if what == "psf" else f"{what}s"
+                        raise CutoutError(f"{path}: holds {things} in {len(bands)} bands ({listed})"
+                                          + (f", none in the image's band {band}" if band else "")
+                                          + f"; name one, e.g. {path}[{next(iter(bands.values()))}]")
                 else:
                     chosen = hdul[hdu]
                 if chosen.data is None:
@@ -292,6 +304,12 @@ def _open_fits(path, hdu, what: str, extensions: bool):
                 if chosen is not hdul[0] and hdul[0].data is None:
                     # keywords such as MAGZP often sit in an empty primary header
                     header = {**dict(hdul[0].header), **header}
+                if paired:
+                    k = _bands(hdul)[1].get(str(chosen.header.get("BAND", "")).strip())
+                    if str(chosen.header.get("IMAGETYP", "")).strip().lower() == "image" and k is not None \
+                            and np.shape(hdul[k].data) == np.shape(chosen.data):
+                        planes["weight"] = (np.asarray(hdul[k].data, np.float64), f"{path}[{k}]",
+                                            dict(hdul[k].header))
                 if extensions:
                     for plane, names in EXTENSIONS.items():
                         for n in names:
@@ -306,6 +324,24 @@ def _open_fits(path, hdu, what: str, extensions: bool):
     except Exception as exc:  # astropy raises many types for damaged files
         raise CutoutError(f"{path}: cannot read {what} as FITS ({type(exc).__name__}: {exc})") from None
     return _as_2d(data, path, what), header, planes
+
+
+def _bands(hdul) -> tuple[dict, dict]:
+    """({band: HDU index} of the images, {band: HDU index} of the inverse variances) of a file
+    whose 2-D HDUs carry ``BAND`` (and ``IMAGETYP``: ``image`` / ``invvar``), as the Legacy
+    Surveys' files do: viewer cutouts (g, r, z images, each followed by its invvar) and their
+    PSF files (one HDU per band).  Empty for other files."""
+    images, ivars = {}, {}
+    for k, h in enumerate(hdul):
+        kind = str(h.header.get("IMAGETYP", "")).strip().lower()
+        band = str(h.header.get("BAND", "")).strip()
+        if not band or h.data is None or np.ndim(h.data) < 2:
+            continue
+        if kind in ("invvar", "ivar"):
+            ivars.setdefault(band, k)
+        elif kind in ("", "image"):
+            images.setdefault(band, k)
+    return images, ivars
 
 
 def _header_number(header: dict, keys, where: str, what: str):
@@ -461,7 +497,8 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
         # an image named as file.fits[HDU] is that HDU alone: the caller chose among the
         # file's extensions, so the others are not taken as its sigma/PSF/mask
         explicit = _split_hdu(str(image))[1] is not None
-        data, header, planes = _open_fits(image, None, "image", extensions=use_file and not explicit)
+        data, header, planes = _open_fits(image, None, "image", extensions=use_file and not explicit,
+                                          paired=use_file)
     else:
         data, header, planes = _as_2d(image, source, "image"), {}, {}
     found = {}
@@ -479,7 +516,8 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
                 except (ValueError, KeyError) as exc:
                     raise CutoutError(f"{value}: cannot evaluate the PSFEx model ({exc})") from None
                 return arr, str(value)
-            arr, hdr, _ = _open_fits(value, None, what, extensions=False)
+            arr, hdr, _ = _open_fits(value, None, what, extensions=False,
+                                     band=str(header.get("BAND", "")).strip() or None)
             headers[what] = hdr
             return (bad_pixels(arr, hdr).astype(np.float64) if what == "mask" else arr), str(value)
         return _as_2d(value, source, what), source

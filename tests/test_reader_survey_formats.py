@@ -185,3 +185,36 @@ def test_fpack_compressed_cutouts_in_a_directory(tmp_path):
     c = read_record(recs[0])
     assert c.id == "g1" and c.zeropoint == 22.5
     assert np.allclose(c.image, img, atol=0.05)   # RICE quantisation only
+
+
+def _legacy_files(tmp_path):
+    """A Legacy Surveys viewer cutout (g and r images, each followed by its invvar; IMAGETYP and
+    BAND in each header) and its PSF file (one HDU per band)."""
+    rng = np.random.default_rng(4)
+    hdus = [fits.PrimaryHDU()]
+    for band, ivar in (("g", 4.0), ("r", 16.0)):
+        img = fits.ImageHDU(rng.normal(0, 1 / math.sqrt(ivar), (SIZE, SIZE)).astype(np.float32))
+        img.header.update(IMAGETYP="image", BAND=band)
+        inv = fits.ImageHDU(np.full((SIZE, SIZE), ivar, np.float32))
+        inv.header.update(IMAGETYP="invvar", BAND=band)
+        hdus += [img, inv]
+    fits.HDUList(hdus).writeto(tmp_path / "cutout.fits")
+    psf = [fits.PrimaryHDU(np.ones((9, 9), np.float32)), fits.ImageHDU(np.ones((11, 11), np.float32))]
+    psf[0].header["BAND"], psf[1].header["BAND"] = "g", "r"
+    fits.HDUList(psf).writeto(tmp_path / "psf.fits")
+
+
+def test_legacy_cutout_pairs_invvar_and_psf_by_band(tmp_path):
+    _legacy_files(tmp_path)
+    c = read_cutout(f"{tmp_path / 'cutout.fits'}[3]", psf=str(tmp_path / "psf.fits"))
+    assert c.meta["sources"]["sigma"] == "extension" and np.allclose(c.sigma, 0.25)   # r's invvar 16
+    assert c.psf.shape == (11, 11)                                                    # r's PSF
+    g = read_cutout(f"{tmp_path / 'cutout.fits'}[1]", psf=str(tmp_path / "psf.fits"))
+    assert np.allclose(g.sigma, 0.5) and g.psf.shape == (9, 9)
+    # several bands and no HDU named: refused, naming the bands, never the first taken silently
+    with pytest.raises(CutoutError, match=r"cutout\.fits: holds images in 2 bands \(g \[1\], r \[3\]\)"):
+        read_cutout(str(tmp_path / "cutout.fits"))
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(np.random.default_rng(0).normal(0, 1, (SIZE, SIZE)).astype(np.float32)).writeto(plain)
+    with pytest.raises(CutoutError, match=r"psf\.fits: holds PSFs in 2 bands"):
+        read_cutout(str(plain), psf=str(tmp_path / "psf.fits"))
