@@ -293,7 +293,7 @@ def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, ban
                         listed = ", ".join(f"{b} [{k}]" for b, k in bands.items())
                         things = "PSFs" if what == "psf" else f"{what}s"
                         raise CutoutError(f"{path}: holds {things} in {len(bands)} bands ({listed})"
-                                          + (f", none in the image's band {band}" if band else "")
+                                          + (f", none in band {band}" if band else "")
                                           + f"; name one, e.g. {path}[{next(iter(bands.values()))}]")
                 else:
                     chosen = hdul[hdu]
@@ -472,7 +472,8 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     HDU such as ``file.fits[0]``, which selects that HDU alone; header zero-point :data:`ZP_KEYS`,
     ``FLUXMAG0`` or ``BUNIT`` (see the module docstring), pixel
     scale :data:`SCALE_KEYS` or WCS, ``SATURATE``), then from ``defaults`` (key -> (value,
-    source)); else the zero-point is 0 and the pixel scale unknown.  ``sources`` (key -> source
+    source); ``defaults["band"]`` picks the HDU of a file with one per band); else the
+    zero-point is 0 and the pixel scale unknown.  ``sources`` (key -> source
     name) labels the given values (default ``"argument"``); the result's
     ``meta["sources"]`` says where the psf, sigma, mask, zeropoint, pixel_scale, saturation and
     gain came from (``"none"`` where nothing gave it).  ``mask`` may be GALFIT's text list of
@@ -498,7 +499,7 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
         # file's extensions, so the others are not taken as its sigma/PSF/mask
         explicit = _split_hdu(str(image))[1] is not None
         data, header, planes = _open_fits(image, None, "image", extensions=use_file and not explicit,
-                                          paired=use_file)
+                                          paired=use_file, band=(defaults.get("band") or (None,))[0])
     else:
         data, header, planes = _as_2d(image, source, "image"), {}, {}
     found = {}
@@ -517,7 +518,8 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
                     raise CutoutError(f"{value}: cannot evaluate the PSFEx model ({exc})") from None
                 return arr, str(value)
             arr, hdr, _ = _open_fits(value, None, what, extensions=False,
-                                     band=str(header.get("BAND", "")).strip() or None)
+                                     band=str(header.get("BAND", "")).strip()
+                                     or (defaults.get("band") or (None,))[0])
             headers[what] = hdr
             return (bad_pixels(arr, hdr).astype(np.float64) if what == "mask" else arr), str(value)
         return _as_2d(value, source, what), source

@@ -396,7 +396,7 @@ def attach_defaults(records: list[dict], cfg: RunConfig, psf_dir) -> list[dict]:
     """The run's fall-backs on ``records`` (in place): its options first, then its survey
     preset's (whose PSF is written into ``psf_dir``)."""
     options = {k: getattr(cfg, k) for k in ("psf", "zeropoint", "pixel_scale", "gain",
-                                            "saturation") if getattr(cfg, k) is not None}
+                                            "saturation", "band") if getattr(cfg, k) is not None}
     apply_defaults(records, options, "option")
     return apply_defaults(records, survey_defaults(cfg.survey, cfg.band, psf_dir), "survey")
 

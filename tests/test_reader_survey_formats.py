@@ -218,3 +218,20 @@ def test_legacy_cutout_pairs_invvar_and_psf_by_band(tmp_path):
     fits.PrimaryHDU(np.random.default_rng(0).normal(0, 1, (SIZE, SIZE)).astype(np.float32)).writeto(plain)
     with pytest.raises(CutoutError, match=r"psf\.fits: holds PSFs in 2 bands"):
         read_cutout(str(plain), psf=str(tmp_path / "psf.fits"))
+
+
+def test_run_band_picks_the_hdu_of_a_multiband_file(tmp_path):
+    """``run --survey legacy --band r`` on the viewer's multi-band cutouts fits their r image
+    (with r's invvar and, from a multi-band PSF file, r's PSF); a band the file lacks is refused."""
+    from galmoss_auto.fitting.records import read_inputs
+    from galmoss_auto.pipelines.config import RunConfig
+    from galmoss_auto.pipelines.run import attach_defaults
+    _legacy_files(tmp_path)
+    recs = read_inputs(str(tmp_path / "cutout.fits"))
+    attach_defaults(recs, RunConfig(input="x", out="y", survey="legacy", band="r",
+                                    psf=str(tmp_path / "psf.fits")), tmp_path / "psfs")
+    assert recs[0]["defaults"]["band"] == ("r", "option")
+    c = read_record(recs[0])
+    assert np.allclose(c.sigma, 0.25) and c.psf.shape == (11, 11)
+    with pytest.raises(CutoutError, match=r"holds images in 2 bands .*none in band z"):
+        read_cutout(str(tmp_path / "cutout.fits"), defaults={"band": ("z", "option")})
