@@ -7,7 +7,7 @@
 
 Inputs
 * CUTOUTS: FITS images; the id is the file name without ``.fits``/``.fit``/``.fts`` (and
-  ``.gz``/``.fz``).
+  ``.gz``/``.bz2``/``.fz``).
   ``--sigma-suffix _sigma`` / ``--mask-suffix _mask`` take ``NAME_sigma.fits`` / ``NAME_mask.fits``
   beside each image.  ``--manifest`` adds rows with columns ``id, image`` and optionally
   ``sigma`` (or ``weight``/``variance``), ``psf``, ``mask``, ``zeropoint``, ``pixel_scale``

@@ -9,8 +9,8 @@ A source is one of
   PSFEx ``psf`` model is evaluated: the galaxy's 1-based pixel in the image the model was
   built on).  Relative paths are
   relative to the manifest's folder; empty cells mean "not given";
-* a directory: every ``*.fits``, ``*.fit``, ``*.fts`` inside, also gzip- or fpack-compressed
-  (``.gz``, ``.fz``) (not recursive);
+* a directory: every ``*.fits``, ``*.fit``, ``*.fts`` inside, also compressed (``.gz``,
+  ``.bz2``, ``.fz``) (not recursive);
 * a glob pattern such as ``"cutouts/*_r.fits"``.
 
 For directories and globs the id is the file name without extension, and companion files
@@ -43,9 +43,9 @@ COMPANIONS = {"_sigma": "sigma", "_weight": "weight", "_var": "variance", "_psf"
               "_mask": "mask"}
 PATH_KEYS = ("image", "sigma", "weight", "variance", "psf", "mask")
 NUMBER_KEYS = ("zeropoint", "pixel_scale", "gain", "saturation", "psf_oversampling", "psf_x", "psf_y")
-#: A FITS image's name: .fits, .fit or .fts, optionally gzip- (.gz) or fpack-compressed (.fz:
-#: Legacy Survey, DES and HSC ship their images so; astropy reads the tiles).
-IMAGE_RE = re.compile(r"\.(fits|fit|fts)(\.gz|\.fz)?$", re.IGNORECASE)
+#: A FITS image's name: .fits, .fit or .fts, optionally gzip- (.gz), bzip2- (.bz2: SDSS frames)
+#: or fpack-compressed (.fz: Legacy Survey, DES and HSC images; astropy reads the tiles).
+IMAGE_RE = re.compile(r"\.(fits|fit|fts)(\.gz|\.bz2|\.fz)?$", re.IGNORECASE)
 
 
 class InputError(ValueError):

@@ -170,8 +170,9 @@ def test_header_gain_puts_the_poisson_term_in_the_estimated_sigma(tmp_path):
 
 
 def test_fpack_compressed_cutouts_in_a_directory(tmp_path):
-    """Legacy Survey, DES and HSC ship fpack-compressed images (.fits.fz): a directory of them
-    is read like one of .fits files, with the id the name without both extensions."""
+    """Legacy Survey, DES and HSC ship fpack-compressed images (.fits.fz), SDSS bzip2-compressed
+    frames (.fits.bz2): a directory of them is read like one of .fits files, with the id the
+    name without both extensions."""
     from galmoss_auto.fitting.records import read_inputs
     img = np.random.default_rng(2).normal(0, 1, (SIZE, SIZE)).astype(np.float32)
     img[20:28, 20:28] += 30.0
@@ -180,11 +181,17 @@ def test_fpack_compressed_cutouts_in_a_directory(tmp_path):
     d = tmp_path / "fz"
     d.mkdir()
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(d / "g1.fits.fz")
+    import bz2
+    plain = fits.PrimaryHDU(img)
+    plain.header["BUNIT"] = "nanomaggy"
+    plain.writeto(tmp_path / "g2.fits")
+    (d / "g2.fits.bz2").write_bytes(bz2.compress((tmp_path / "g2.fits").read_bytes()))  # SDSS frames
     recs = read_inputs(str(d))
-    assert [r["id"] for r in recs] == ["g1"]
-    c = read_record(recs[0])
-    assert c.id == "g1" and c.zeropoint == 22.5
-    assert np.allclose(c.image, img, atol=0.05)   # RICE quantisation only
+    assert [r["id"] for r in recs] == ["g1", "g2"]
+    for rec, atol in zip(recs, (0.05, 0.0)):          # RICE quantisation only; bzip2 lossless
+        c = read_record(rec)
+        assert c.id == rec["id"] and c.zeropoint == 22.5
+        assert np.allclose(c.image, img, atol=atol)
 
 
 def _legacy_files(tmp_path):
