@@ -16,8 +16,8 @@ What the fit depends on is found in this order (``cutout.meta["sources"]`` says 
    extensions named ``SIGMA``/``ERR``/``NOISE``/``RMS`` (sigma),
    ``WEIGHT``/``WHT``/``IVAR`` (inverse variance), ``VAR``/``VARIANCE``, ``PSF``,
    ``MASK``/``BADPIX``/``BPM`` (an LSST / HSC bitmask, whose header names its planes, by its
-   bad planes only: :data:`AFW_BAD_PLANES`); header zero-point (:data:`ZP_KEYS`, else
-   ``FLUXMAG0``, else a flux unit in ``BUNIT``: :data:`UNIT_ZEROPOINTS`), pixel scale
+   bad planes only: :data:`AFW_BAD_PLANES`); header zero-point (:data:`ZP_KEYS`, else what
+   ``FLUXMAG0``, ``BUNIT`` or HST's ``PHOTFLAM`` imply: :func:`_unit_zeropoint`), pixel scale
    (:data:`SCALE_KEYS`, else the WCS CD/CDELT matrix of a celestial WCS), ``SATURATE`` and the
    gain (:data:`GAIN_KEYS`, else what ``BUNIT`` implies, else :data:`DN_GAIN_KEYS` for an image
    in counts; :func:`_header_gain`);
@@ -391,8 +391,15 @@ def bad_pixels(values: np.ndarray, header: dict | None = None) -> np.ndarray:
     return ((flags & bits) != 0) | ~finite
 
 
-def _unit_zeropoint(header: dict, where: str):
-    """(zero-point, keyword) from ``FLUXMAG0`` or a flux unit in ``BUNIT``; (None, None)."""
+def _unit_zeropoint(header: dict, where: str, pixel_scale: float | None = None):
+    """(AB zero-point, keyword) that the header implies without stating one; (None, None).
+
+    In this order: ``FLUXMAG0`` (2.5 log10 of it); a flux-density unit in ``BUNIT``
+    (:data:`UNIT_ZEROPOINTS`); ``MJy/sr`` (JWST, Spitzer) with a known ``pixel_scale``
+    (arcsec/px): -2.5 log10(10^6 Ω / 3631), Ω the pixel's solid angle; HST's ``PHOTFLAM``
+    (erg/s/cm²/Å per count or electron per second) and ``PHOTPLAM`` (Å) for an image in counts
+    or electrons (``BUNIT`` absent, counts, DN, electrons), per second or in all (then
+    + 2.5 log10 ``EXPTIME``): -2.5 log10 PHOTFLAM - 5 log10 PHOTPLAM - 2.408."""
     if header.get("FLUXMAG0") not in (None, ""):
         try:
             f0 = float(header["FLUXMAG0"])
@@ -405,7 +412,38 @@ def _unit_zeropoint(header: dict, where: str):
     unit = str(header.get("BUNIT", "")).strip().lower().replace(" ", "")
     if unit in UNIT_ZEROPOINTS:
         return UNIT_ZEROPOINTS[unit], "BUNIT"
+    if unit in ("mjy/sr", "mjysr-1", "mjy/steradian") and pixel_scale:
+        omega = (pixel_scale / 206264.806) ** 2
+        return -2.5 * math.log10(1e6 * omega / 3631.0), "BUNIT"
+    base, per_second = _unit(header)
+    flam, plam = _positive(header, "PHOTFLAM"), _positive(header, "PHOTPLAM")
+    if flam and plam and base in _COUNT_UNITS + _ELECTRON_UNITS:
+        zp = -2.5 * math.log10(flam) - 5.0 * math.log10(plam) - 2.408
+        if per_second:
+            return zp, "PHOTFLAM"
+        exptime = _positive(header, "EXPTIME")
+        if exptime:
+            return zp + 2.5 * math.log10(exptime), "PHOTFLAM"
     return None, None
+
+
+def _unit(header: dict) -> tuple[str, bool]:
+    """(``BUNIT`` lower case without spaces and without a per-second suffix, whether it had
+    one): ``ELECTRONS/S`` -> ("electrons", True)."""
+    unit = str(header.get("BUNIT", "")).strip().lower().replace(" ", "")
+    for x in _PER_SECOND:
+        if unit.endswith(x):
+            return unit[:-len(x)], True
+    return unit, False
+
+
+def _positive(header: dict, key: str) -> float | None:
+    """``header[key]`` as a finite positive number, else None."""
+    try:
+        v = float(header.get(key))
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
 
 
 def _header_gain(header: dict):
@@ -416,28 +454,19 @@ def _header_gain(header: dict):
     (:data:`DN_GAIN_KEYS`) for an image in counts (``BUNIT`` absent, counts, DN, ADU), times
     ``EXPTIME`` for counts per second.  Values that are not positive numbers (``GAIN = 0`` is
     often written for "unknown") are passed over."""
-    def positive(key):
-        try:
-            v = float(header.get(key))
-        except (TypeError, ValueError):
-            return None
-        return v if math.isfinite(v) and v > 0 else None
-
     for k in GAIN_KEYS:
-        if positive(k) is not None:
-            return positive(k), k
-    unit = str(header.get("BUNIT", "")).strip().lower().replace(" ", "")
-    base = next((unit[:-len(x)] for x in _PER_SECOND if unit.endswith(x)), None)
-    scale = 1.0 if base is None else positive("EXPTIME")
-    base = unit if base is None else base
+        if _positive(header, k) is not None:
+            return _positive(header, k), k
+    base, per_second = _unit(header)
+    scale = _positive(header, "EXPTIME") if per_second else 1.0
     if scale is None:  # per second, but no exposure time
         return None, None
     if base in _ELECTRON_UNITS:
         return scale, "BUNIT"
     if base in _COUNT_UNITS:
         for k in DN_GAIN_KEYS:
-            if positive(k) is not None:
-                return positive(k) * scale, k
+            if _positive(header, k) is not None:
+                return _positive(header, k) * scale, k
     return None, None
 
 
@@ -470,7 +499,7 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     What is not given comes from the image file itself when ``use_file`` (its ``SIGMA``,
     ``WEIGHT``, ``VAR``, ``PSF``, ``MASK`` extensions, unless the image is named with an explicit
     HDU such as ``file.fits[0]``, which selects that HDU alone; header zero-point :data:`ZP_KEYS`,
-    ``FLUXMAG0`` or ``BUNIT`` (see the module docstring), pixel
+    ``FLUXMAG0``, ``BUNIT`` or ``PHOTFLAM`` (see the module docstring), pixel
     scale :data:`SCALE_KEYS` or WCS, ``SATURATE``), then from ``defaults`` (key -> (value,
     source); ``defaults["band"]`` picks the HDU of a file with one per band); else the
     zero-point is 0 and the pixel scale unknown.  ``sources`` (key -> source
@@ -585,15 +614,15 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
             if v is not None:
                 return v, "header"
         if use_file and key == "zeropoint":
-            v, _ = _unit_zeropoint(header, source)
+            v, _ = _unit_zeropoint(header, source, scale)
             if v is not None:
                 return v, "header"
         if key in defaults:
             return float(defaults[key][0]), defaults[key][1]
         return None, "none"
 
-    zp, zp_src = number("zeropoint", zeropoint, ZP_KEYS, "zero-point")
     scale, scale_src = number("pixel_scale", pixel_scale, SCALE_KEYS, "pixel scale")
+    zp, zp_src = number("zeropoint", zeropoint, ZP_KEYS, "zero-point")
     sat, sat_src = number("saturation", saturation, ("SATURATE", "SATURATION", "SATLEVEL"),
                           "saturation level")
     header_gain = _header_gain(header)[0] if use_file else None
