@@ -16,11 +16,11 @@ What the fit depends on is found in this order (``cutout.meta["sources"]`` says 
    extensions named ``SIGMA``/``ERR``/``NOISE``/``RMS`` (sigma),
    ``WEIGHT``/``WHT``/``IVAR`` (inverse variance), ``VAR``/``VARIANCE``, ``PSF``,
    ``MASK``/``BADPIX``/``BPM`` (an LSST / HSC bitmask, whose header names its planes, by its
-   bad planes only: :data:`AFW_BAD_PLANES`); header zero-point (:data:`ZP_KEYS`, else what
-   ``FLUXMAG0``, ``BUNIT`` or HST's ``PHOTFLAM`` imply: :func:`_unit_zeropoint`), pixel scale
-   (:data:`SCALE_KEYS`, else the WCS CD/CDELT matrix of a celestial WCS), ``SATURATE`` and the
-   gain (:data:`GAIN_KEYS`, else what ``BUNIT`` implies, else :data:`DN_GAIN_KEYS` for an image
-   in counts; :func:`_header_gain`);
+   bad planes only); header zero-point (:data:`ZP_KEYS`, else what ``FLUXMAG0``, ``BUNIT`` or
+   HST's ``PHOTFLAM`` imply), pixel scale (:data:`SCALE_KEYS`, else the WCS CD/CDELT matrix of a
+   celestial WCS), ``SATURATE`` and the gain (``GAIN``, else what ``BUNIT`` implies, else
+   ``ATODGAIN``/``CCDGAIN`` for an image in counts); how headers are read:
+   :mod:`galmoss_auto.fitting.headers`;
 3. the command's defaults (options, feedme, survey preset);
 4. nothing: the source is ``"none"`` (no PSF: no convolution; no sigma: estimated by
    :func:`galmoss_auto.fitting.noise.complete_noise`; no zero-point: 0, and
@@ -41,13 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .headers import bad_pixels, bands, header_gain, header_zeropoint
 from .psf_scale import match_psf_scale
 from .psfex import is_psfex, psfex_image
 from .records import IMAGE_RE
 
 __all__ = ["Cutout", "CutoutError", "read_cutout", "read_record", "read_fits_array", "psf_fwhm_px",
-           "normalise_psf", "bad_pixels", "MIN_SIDE", "MIN_GOOD_PIXELS", "ZP_KEYS", "SCALE_KEYS",
-           "EXTENSIONS", "UNIT_ZEROPOINTS", "AFW_BAD_PLANES", "GAIN_KEYS", "DN_GAIN_KEYS"]
+           "normalise_psf", "MIN_SIDE", "MIN_GOOD_PIXELS", "ZP_KEYS", "SCALE_KEYS", "EXTENSIONS"]
 
 
 class CutoutError(ValueError):
@@ -197,27 +197,6 @@ def normalise_psf(psf, where: str = "psf") -> np.ndarray:
 
 #: Header keywords of the magnitude zero-point, in the order they are tried.
 ZP_KEYS = ("MAGZP", "MAGZPT", "ZP", "ZEROPT", "MAGZERO", "PHOTZP", "MAG_ZP", "ZPT")
-#: Flux units (``BUNIT``, lower case) whose AB zero-point is fixed by the unit itself, tried
-#: after :data:`ZP_KEYS` and ``FLUXMAG0`` (zp = 2.5 log10 FLUXMAG0, the LSST/HSC pipelines'
-#: flux of a magnitude-0 source): m = -2.5 log10(f / 3631 Jy).
-UNIT_ZEROPOINTS = {"njy": 31.4, "nanojansky": 31.4, "ujy": 23.9, "microjy": 23.9,
-                   "microjansky": 23.9, "mjy": 16.4, "millijansky": 16.4, "jy": 8.9, "jansky": 8.9,
-                   "nanomaggy": 22.5, "nanomaggies": 22.5, "nmgy": 22.5}
-#: Mask planes of the LSST / HSC pipelines' (afw) bitmask that mark pixels unfit to use.  A
-#: mask whose header names its planes (``MP_<PLANE> = bit``) is read by these bits only: its
-#: other planes describe good pixels (DETECTED is set on every source, the target included;
-#: CLIPPED, SENSOR_EDGE, INEXACT_PSF, BRIGHT_OBJECT, ... flag coadd inputs or catalog quality),
-#: and "nonzero = bad" would mask the galaxy itself.
-AFW_BAD_PLANES = ("BAD", "SAT", "INTRP", "CR", "EDGE", "NO_DATA", "SUSPECT", "UNMASKEDNAN")
-#: Header keywords of the gain in e- per image unit (SExtractor's ``GAIN_KEY`` convention: a
-#: survey that rescales its images writes the effective gain); 0 or less means unknown.
-GAIN_KEYS = ("GAIN", "EFFGAIN", "EGAIN")
-#: Detector gains in e- per DN (HST): they apply to an image in counts, times ``EXPTIME`` to one
-#: in counts per second, and to nothing else.
-DN_GAIN_KEYS = ("ATODGAIN", "CCDGAIN")
-_COUNT_UNITS = ("", "counts", "count", "dn", "adu", "datanumber", "datanumbers")
-_ELECTRON_UNITS = ("electrons", "electron", "e-", "e")
-_PER_SECOND = ("/s", "/sec", "/second", "s-1", "s**-1", "s^-1")
 #: Header keywords of the pixel scale (arcsec/px), tried before the WCS.
 SCALE_KEYS = ("PIXSCALE", "PIXSCAL1", "PIXSCAL", "SECPIX", "SECPIX1", "PIXELSCL")
 #: Extension names (upper case) that hold each plane beside the image.
@@ -261,7 +240,7 @@ def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, ban
     """(data, header, {plane: (array, "file[EXT]", header)}) of a FITS file; the planes are the
     :data:`EXTENSIONS` found in it besides the chosen HDU (only when ``extensions``), and with
     ``paired`` the inverse variance that the Legacy Surveys' cutouts pair with an image by its
-    band.  A file holding one HDU per band (:func:`_bands`) gives the HDU of ``band``, and
+    band.  A file holding one HDU per band (:func:`~galmoss_auto.fitting.headers.bands`) gives the HDU of ``band``, and
     without it raises, naming the bands: taking the first would be a silent choice of band."""
     from astropy.io import fits
 
@@ -286,15 +265,15 @@ def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, ban
                         if not candidates:
                             raise CutoutError(f"{path}: no 2-D {what} data in any HDU")
                         chosen = candidates[0]
-                    bands = _bands(hdul)[0]
-                    if len(bands) > 1 and band in bands:
-                        chosen = hdul[bands[band]]
-                    elif len(bands) > 1:
-                        listed = ", ".join(f"{b} [{k}]" for b, k in bands.items())
+                    per_band = bands(hdul)[0]
+                    if len(per_band) > 1 and band in per_band:
+                        chosen = hdul[per_band[band]]
+                    elif len(per_band) > 1:
+                        listed = ", ".join(f"{b} [{k}]" for b, k in per_band.items())
                         things = "PSFs" if what == "psf" else f"{what}s"
-                        raise CutoutError(f"{path}: holds {things} in {len(bands)} bands ({listed})"
+                        raise CutoutError(f"{path}: holds {things} in {len(per_band)} bands ({listed})"
                                           + (f", none in band {band}" if band else "")
-                                          + f"; name one, e.g. {path}[{next(iter(bands.values()))}]")
+                                          + f"; name one, e.g. {path}[{next(iter(per_band.values()))}]")
                 else:
                     chosen = hdul[hdu]
                 if chosen.data is None:
@@ -305,7 +284,7 @@ def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, ban
                     # keywords such as MAGZP often sit in an empty primary header
                     header = {**dict(hdul[0].header), **header}
                 if paired:
-                    k = _bands(hdul)[1].get(str(chosen.header.get("BAND", "")).strip())
+                    k = bands(hdul)[1].get(str(chosen.header.get("BAND", "")).strip())
                     if str(chosen.header.get("IMAGETYP", "")).strip().lower() == "image" and k is not None \
                             and np.shape(hdul[k].data) == np.shape(chosen.data):
                         planes["weight"] = (np.asarray(hdul[k].data, np.float64), f"{path}[{k}]",
@@ -324,24 +303,6 @@ def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, ban
     except Exception as exc:  # astropy raises many types for damaged files
         raise CutoutError(f"{path}: cannot read {what} as FITS ({type(exc).__name__}: {exc})") from None
     return _as_2d(data, path, what), header, planes
-
-
-def _bands(hdul) -> tuple[dict, dict]:
-    """({band: HDU index} of the images, {band: HDU index} of the inverse variances) of a file
-    whose 2-D HDUs carry ``BAND`` (and ``IMAGETYP``: ``image`` / ``invvar``), as the Legacy
-    Surveys' files do: viewer cutouts (g, r, z images, each followed by its invvar) and their
-    PSF files (one HDU per band).  Empty for other files."""
-    images, ivars = {}, {}
-    for k, h in enumerate(hdul):
-        kind = str(h.header.get("IMAGETYP", "")).strip().lower()
-        band = str(h.header.get("BAND", "")).strip()
-        if not band or h.data is None or np.ndim(h.data) < 2:
-            continue
-        if kind in ("invvar", "ivar"):
-            ivars.setdefault(band, k)
-        elif kind in ("", "image"):
-            images.setdefault(band, k)
-    return images, ivars
 
 
 def _header_number(header: dict, keys, where: str, what: str):
@@ -372,102 +333,6 @@ def _wcs_scale(header: dict) -> float | None:
         return None
     det = abs(cd[0][0] * cd[1][1] - cd[0][1] * cd[1][0])
     return math.sqrt(det) * 3600.0 if det > 0 else None
-
-
-def bad_pixels(values: np.ndarray, header: dict | None = None) -> np.ndarray:
-    """Bool mask (True = bad) of a mask plane: nonzero = bad (GALFIT, Imfit), except for an
-    LSST / HSC bitmask, whose header names its planes (``MP_BAD = 0``, ``MP_DETECTED = 5``,
-    ...): then only the bits of :data:`AFW_BAD_PLANES` are bad."""
-    values = np.asarray(values)
-    planes = {str(k).upper()[3:]: v for k, v in (header or {}).items() if str(k).upper().startswith("MP_")}
-    if not planes:
-        return values != 0
-    bits = 0
-    for name in AFW_BAD_PLANES:
-        if name in planes:
-            bits |= 1 << int(planes[name])
-    finite = np.isfinite(values)
-    flags = np.where(finite, values, 0).astype(np.int64)
-    return ((flags & bits) != 0) | ~finite
-
-
-def _unit_zeropoint(header: dict, where: str, pixel_scale: float | None = None):
-    """(AB zero-point, keyword) that the header implies without stating one; (None, None).
-
-    In this order: ``FLUXMAG0`` (2.5 log10 of it); a flux-density unit in ``BUNIT``
-    (:data:`UNIT_ZEROPOINTS`); ``MJy/sr`` (JWST, Spitzer) with a known ``pixel_scale``
-    (arcsec/px): -2.5 log10(10^6 Ω / 3631), Ω the pixel's solid angle; HST's ``PHOTFLAM``
-    (erg/s/cm²/Å per count or electron per second) and ``PHOTPLAM`` (Å) for an image in counts
-    or electrons (``BUNIT`` absent, counts, DN, electrons), per second or in all (then
-    + 2.5 log10 ``EXPTIME``): -2.5 log10 PHOTFLAM - 5 log10 PHOTPLAM - 2.408."""
-    if header.get("FLUXMAG0") not in (None, ""):
-        try:
-            f0 = float(header["FLUXMAG0"])
-        except (TypeError, ValueError):
-            raise CutoutError(f"{where}: header FLUXMAG0 = {header['FLUXMAG0']!r} is not a number") from None
-        if not (math.isfinite(f0) and f0 > 0):
-            raise CutoutError(f"{where}: header FLUXMAG0 = {f0} must be finite and > 0 (the flux "
-                              "of a magnitude-0 source)")
-        return 2.5 * math.log10(f0), "FLUXMAG0"
-    unit = str(header.get("BUNIT", "")).strip().lower().replace(" ", "")
-    if unit in UNIT_ZEROPOINTS:
-        return UNIT_ZEROPOINTS[unit], "BUNIT"
-    if unit in ("mjy/sr", "mjysr-1", "mjy/steradian") and pixel_scale:
-        omega = (pixel_scale / 206264.806) ** 2
-        return -2.5 * math.log10(1e6 * omega / 3631.0), "BUNIT"
-    base, per_second = _unit(header)
-    flam, plam = _positive(header, "PHOTFLAM"), _positive(header, "PHOTPLAM")
-    if flam and plam and base in _COUNT_UNITS + _ELECTRON_UNITS:
-        zp = -2.5 * math.log10(flam) - 5.0 * math.log10(plam) - 2.408
-        if per_second:
-            return zp, "PHOTFLAM"
-        exptime = _positive(header, "EXPTIME")
-        if exptime:
-            return zp + 2.5 * math.log10(exptime), "PHOTFLAM"
-    return None, None
-
-
-def _unit(header: dict) -> tuple[str, bool]:
-    """(``BUNIT`` lower case without spaces and without a per-second suffix, whether it had
-    one): ``ELECTRONS/S`` -> ("electrons", True)."""
-    unit = str(header.get("BUNIT", "")).strip().lower().replace(" ", "")
-    for x in _PER_SECOND:
-        if unit.endswith(x):
-            return unit[:-len(x)], True
-    return unit, False
-
-
-def _positive(header: dict, key: str) -> float | None:
-    """``header[key]`` as a finite positive number, else None."""
-    try:
-        v = float(header.get(key))
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) and v > 0 else None
-
-
-def _header_gain(header: dict):
-    """(gain in e- per image unit, keyword) from the header; (None, None) when it cannot say.
-
-    ``GAIN`` (:data:`GAIN_KEYS`) as it stands; else what ``BUNIT`` implies: 1 for an image in
-    electrons, ``EXPTIME`` for one in electrons per second; else a detector gain in e-/DN
-    (:data:`DN_GAIN_KEYS`) for an image in counts (``BUNIT`` absent, counts, DN, ADU), times
-    ``EXPTIME`` for counts per second.  Values that are not positive numbers (``GAIN = 0`` is
-    often written for "unknown") are passed over."""
-    for k in GAIN_KEYS:
-        if _positive(header, k) is not None:
-            return _positive(header, k), k
-    base, per_second = _unit(header)
-    scale = _positive(header, "EXPTIME") if per_second else 1.0
-    if scale is None:  # per second, but no exposure time
-        return None, None
-    if base in _ELECTRON_UNITS:
-        return scale, "BUNIT"
-    if base in _COUNT_UNITS:
-        for k in DN_GAIN_KEYS:
-            if _positive(header, k) is not None:
-                return _positive(header, k) * scale, k
-    return None, None
 
 
 def _ascii_mask(path: str, shape) -> np.ndarray:
@@ -614,7 +479,10 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
             if v is not None:
                 return v, "header"
         if use_file and key == "zeropoint":
-            v, _ = _unit_zeropoint(header, source, scale)
+            try:
+                v, _ = header_zeropoint(header, source, scale)
+            except ValueError as exc:
+                raise CutoutError(str(exc)) from None
             if v is not None:
                 return v, "header"
         if key in defaults:
@@ -625,11 +493,11 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     zp, zp_src = number("zeropoint", zeropoint, ZP_KEYS, "zero-point")
     sat, sat_src = number("saturation", saturation, ("SATURATE", "SATURATION", "SATLEVEL"),
                           "saturation level")
-    header_gain = _header_gain(header)[0] if use_file else None
+    gain_in_header = header_gain(header)[0] if use_file else None
     if gain is not None:
         gain_v, gain_src = float(gain), sources.get("gain", "argument")
-    elif header_gain is not None:
-        gain_v, gain_src = header_gain, "header"
+    elif gain_in_header is not None:
+        gain_v, gain_src = gain_in_header, "header"
     elif "gain" in defaults:
         gain_v, gain_src = float(defaults["gain"][0]), defaults["gain"][1]
     else:

@@ -9,7 +9,8 @@ import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from galmoss_auto.fitting.cutout import CutoutError, bad_pixels, read_cutout, read_record
+from galmoss_auto.fitting.cutout import CutoutError, read_cutout, read_record
+from galmoss_auto.fitting.headers import bad_pixels
 from galmoss_auto.fitting.flags import Flag
 
 SIZE = 48
