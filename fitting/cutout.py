@@ -34,7 +34,6 @@ empty ones, and masks saturated pixels (counted in ``meta["n_saturated"]``).
 from __future__ import annotations
 
 import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -2,7 +2,8 @@
 onto the image's grid: used with an integer oversampling where the scales allow, resampled
 otherwise; the fit then recovers the galaxy, which the PSF taken at face value does not."""
 
-import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,26 +12,16 @@ from astropy.io import fits
 from galmoss_auto.fitting import Cutout, fit, read_cutout
 from galmoss_auto.fitting.psf_scale import lanczos_matrix, match_psf_scale, resample_psf
 
+sys.path.insert(0, str(Path(__file__).parent))
+from psf_helpers import gaussian_psf, moment_fwhm  # noqa: E402
+
 IMAGE_SCALE = 0.396   # arcsec/px (SDSS)
 FWHM_PX = 3.2         # PSF FWHM in image pixels
 
 
-def _gaussian(n, fwhm):
-    yy, xx = np.indices((n, n)) - n // 2
-    p = np.exp(-(xx ** 2 + yy ** 2) / (2 * (fwhm / 2.3548) ** 2))
-    return p / p.sum()
-
-
-def _fwhm(psf, oversampling=1):
-    """FWHM in image pixels of a Gaussian PSF, from its second moment about the centre pixel."""
-    yy, xx = np.indices(psf.shape)
-    var = (psf * ((xx - psf.shape[1] // 2) ** 2 + (yy - psf.shape[0] // 2) ** 2)).sum() / psf.sum() / 2
-    return 2.3548 * math.sqrt(var) / oversampling
-
-
 def _psf_file(path, psf_scale, n=61):
     """A Gaussian PSF of FWHM_PX image pixels, sampled at ``psf_scale`` arcsec/px."""
-    hdu = fits.PrimaryHDU(_gaussian(n, FWHM_PX * IMAGE_SCALE / psf_scale) * 40.0)  # peak-normalised-like
+    hdu = fits.PrimaryHDU(gaussian_psf(n, FWHM_PX * IMAGE_SCALE / psf_scale) * 40.0)  # peak-normalised-like
     hdu.header["PIXSCALE"] = psf_scale
     hdu.writeto(path)
 
@@ -38,17 +29,17 @@ def _psf_file(path, psf_scale, n=61):
 def test_lanczos_resampling_keeps_constants_centres_and_widths():
     w = lanczos_matrix(21, 15, 1.3)
     assert np.allclose(w.sum(axis=1), 1.0)
-    psf = _gaussian(41, 6.0)
+    psf = gaussian_psf(41, 6.0)
     out = resample_psf(psf, 1.5)           # coarser: FWHM 6 -> 4 of the new pixels
     assert out.shape == (27, 27) and out.sum() == pytest.approx(1.0)
     assert np.unravel_index(np.argmax(out), out.shape) == (13, 13)
-    assert _fwhm(out) == pytest.approx(4.0, rel=0.002)
+    assert moment_fwhm(out) == pytest.approx(4.0, rel=0.002)
     fine = resample_psf(psf, 0.5)          # finer: FWHM 12 new pixels
-    assert _fwhm(fine) == pytest.approx(12.0, rel=0.002)
+    assert moment_fwhm(fine) == pytest.approx(12.0, rel=0.002)
 
 
 def test_match_psf_scale_cases():
-    psf = _gaussian(31, 5.0)
+    psf = gaussian_psf(31, 5.0)
     same, k, note = match_psf_scale(psf, 0.396, 0.396)
     assert same is psf and k == 1 and note is None
     # an integer ratio: the PSF is kept and used as oversampled
@@ -57,7 +48,7 @@ def test_match_psf_scale_cases():
     # otherwise resampled to image scale / ceil(ratio), never coarser than it was
     res, k, note = match_psf_scale(psf, 0.25, 0.396)
     assert k == 2 and "resampled" in note
-    assert _fwhm(res, 2) == pytest.approx(5.0 * 0.25 / 0.396, rel=0.002)
+    assert moment_fwhm(res, 2) == pytest.approx(5.0 * 0.25 / 0.396, rel=0.002)
     # unknown scales, or an oversampling the caller chose: untouched
     for args in ((None, 0.396), (0.25, None)):
         assert match_psf_scale(psf, *args)[0] is psf
@@ -69,12 +60,12 @@ def test_reader_brings_a_finer_psf_file_onto_the_image_grid(tmp_path):
     img[24, 24] = 1.0
     _psf_file(tmp_path / "psf25.fits", 0.25)
     _psf_file(tmp_path / "psf198.fits", 0.198)
-    fits.PrimaryHDU(_gaussian(25, FWHM_PX)).writeto(tmp_path / "plain.fits")   # no scale: as is
+    fits.PrimaryHDU(gaussian_psf(25, FWHM_PX)).writeto(tmp_path / "plain.fits")   # no scale: as is
     for name, k in (("psf25", 2), ("psf198", 2), ("plain", 1)):
         c = read_cutout(img, sigma=np.ones_like(img), psf=str(tmp_path / f"{name}.fits"),
                         pixel_scale=IMAGE_SCALE)
         assert c.psf_oversampling == k, name
-        assert _fwhm(c.psf, c.psf_oversampling) == pytest.approx(FWHM_PX, rel=0.005), name
+        assert moment_fwhm(c.psf, c.psf_oversampling) == pytest.approx(FWHM_PX, rel=0.005), name
         assert c.psf.sum() == pytest.approx(1.0)
     # without the image's pixel scale nothing can be matched: the PSF is used as given
     c = read_cutout(img, sigma=np.ones_like(img), psf=str(tmp_path / "psf25.fits"))

@@ -4,6 +4,8 @@
 the file named."""
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,25 +15,16 @@ from astropy.table import Table
 from galmoss_auto.fitting.cutout import CutoutError, read_cutout, read_record
 from galmoss_auto.fitting.psfex import is_psfex, psfex_image
 
+sys.path.insert(0, str(Path(__file__).parent))
+from psf_helpers import gaussian_psf, moment_fwhm  # noqa: E402
+
 SIDE = 31
-
-
-def _gauss(fwhm):
-    yy, xx = np.indices((SIDE, SIDE)) - SIDE // 2
-    g = np.exp(-(xx ** 2 + yy ** 2) / (2 * (fwhm / 2.3548) ** 2))
-    return g / g.sum()
-
-
-def _fwhm(psf, oversampling=1):
-    yy, xx = np.indices(psf.shape)
-    var = (psf * ((xx - psf.shape[1] // 2) ** 2 + (yy - psf.shape[0] // 2) ** 2)).sum() / psf.sum() / 2
-    return 2.3548 * math.sqrt(var) / oversampling
 
 
 def _psfex(path, samp=0.5, fwhm0=3.0, fwhm1=4.0, naxis=2):
     """A degree-1 model whose PSF (FWHM in image pixels) is fwhm0 at the reference position
     (1000, 2000) and fwhm1 one POLSCAL1 (2000 px) further along x: 1, X, Y terms."""
-    g0, g1 = _gauss(fwhm0 / samp), _gauss(fwhm1 / samp)
+    g0, g1 = gaussian_psf(SIDE, fwhm0 / samp), gaussian_psf(SIDE, fwhm1 / samp)
     cube = np.stack([g0, g1 - g0, np.zeros_like(g0)]).astype(np.float32)
     col = fits.Column(name="PSF_MASK", format=f"{cube.size}E", dim=f"({SIDE},{SIDE},3)", array=cube[None])
     hdu = fits.BinTableHDU.from_columns([col])
@@ -50,9 +43,9 @@ def test_psfex_model_at_a_position(tmp_path):
     assert is_psfex(path) and not is_psfex(tmp_path / "missing.psf")
     ref, samp, note = psfex_image(path)
     assert samp == 0.5 and "reference position (1000, 2000)" in note
-    assert _fwhm(ref, 2) == pytest.approx(3.0, rel=1e-3)
+    assert moment_fwhm(ref, 2) == pytest.approx(3.0, rel=1e-3)
     far, _, note = psfex_image(path, 3000.0, 2000.0)       # X = 1: the second PSF
-    assert _fwhm(far, 2) == pytest.approx(4.0, rel=1e-3) and "(3000, 2000)" in note
+    assert moment_fwhm(far, 2) == pytest.approx(4.0, rel=1e-3) and "(3000, 2000)" in note
     with pytest.raises(ValueError, match="both psf_x and psf_y"):
         psfex_image(path, 3000.0, None)
 
@@ -66,14 +59,14 @@ def test_reader_uses_psf_samp_and_the_record_position(tmp_path):
     rec = {"id": "g", "image": str(tmp_path / "g.fits"), "psf": str(tmp_path / "half.psf"),
            "sigma": str(tmp_path / "s.fits"), "zeropoint": 25.0}
     c = read_record(dict(rec))
-    assert c.psf_oversampling == 2 and _fwhm(c.psf, 2) == pytest.approx(3.0, rel=1e-3)
+    assert c.psf_oversampling == 2 and moment_fwhm(c.psf, 2) == pytest.approx(3.0, rel=1e-3)
     assert "reference position" in c.meta["psf_note"]
     c = read_record(dict(rec, psf_x=3000.0, psf_y=2000.0))
-    assert _fwhm(c.psf, 2) == pytest.approx(4.0, rel=1e-3) and "(3000, 2000)" in c.meta["psf_note"]
+    assert moment_fwhm(c.psf, 2) == pytest.approx(4.0, rel=1e-3) and "(3000, 2000)" in c.meta["psf_note"]
     # PSF_SAMP 0.8: 1.25 samples per pixel, resampled onto a grid of 2 per pixel
     c = read_record(dict(rec, psf=str(tmp_path / "odd.psf")))
     assert c.psf_oversampling == 2 and "resampled" in c.meta["psf_note"]
-    assert _fwhm(c.psf, 2) == pytest.approx(3.0, rel=5e-3)
+    assert moment_fwhm(c.psf, 2) == pytest.approx(3.0, rel=5e-3)
 
 
 def test_manifest_columns_and_unsupported_models(tmp_path):
@@ -85,7 +78,7 @@ def test_manifest_columns_and_unsupported_models(tmp_path):
     rec = read_inputs(str(tmp_path / "m.csv"))[0]
     assert rec["psf_x"] == 3000.0 and rec["psf_y"] == 2000.0
     c = read_record(dict(rec, zeropoint=25.0))
-    assert _fwhm(c.psf, 2) == pytest.approx(4.0, rel=1e-3)
+    assert moment_fwhm(c.psf, 2) == pytest.approx(4.0, rel=1e-3)
     _psfex(tmp_path / "ctx.psf", naxis=3)
     with pytest.raises(CutoutError, match=r"ctx\.psf.*MAG_AUTO"):
         read_cutout(str(tmp_path / "g.fits"), psf=str(tmp_path / "ctx.psf"))
