@@ -239,8 +239,9 @@ def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, ban
     """(data, header, {plane: (array, "file[EXT]", header)}) of a FITS file; the planes are the
     :data:`EXTENSIONS` found in it besides the chosen HDU (only when ``extensions``), and with
     ``paired`` the inverse variance that the Legacy Surveys' cutouts pair with an image by its
-    band.  A file holding one HDU per band (:func:`~galmoss_auto.fitting.headers.bands`) gives the HDU of ``band``, and
-    without it raises, naming the bands: taking the first would be a silent choice of band."""
+    band.  A file holding one HDU per band (:func:`~galmoss_auto.fitting.headers.bands`) gives
+    the HDU of ``band``, and without it raises, naming the bands: taking the first would be a
+    silent choice of band."""
     from astropy.io import fits
 
     path = str(path)

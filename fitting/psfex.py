@@ -66,7 +66,8 @@ def psfex_image(path, x: float | None = None, y: float | None = None) -> tuple[n
             or not names[1].startswith("Y") or not all(n.endswith("IMAGE") for n in names)):
         raise ValueError(f"{path}: PSFEx model depends on {n_axes} context variable(s) "
                          f"{[hdr.get(f'POLNAME{k}') for k in range(1, n_axes + 1)]} in "
-                         f"{hdr.get('POLNGRP', 1)} group(s); only X_IMAGE, Y_IMAGE in one group can be evaluated")
+                         f"{hdr.get('POLNGRP', 1)} group(s); only X_IMAGE, Y_IMAGE in one group "
+                         "can be evaluated")
     deg = int(hdr["POLDEG1"])
     if cube.shape[0] != (deg + 1) * (deg + 2) // 2:
         raise ValueError(f"{path}: PSFEx POLDEG1 = {deg} needs {(deg + 1) * (deg + 2) // 2} basis "
