@@ -405,15 +405,20 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
         if isinstance(value, (str, Path)):
             if what == "mask" and not IMAGE_RE.search(_split_hdu(str(value))[0]):
                 return _ascii_mask(str(value), data.shape), str(value)
-            if what == "psf" and Path(str(value)).is_file() and is_psfex(value):
+            try:
+                arr, hdr, _ = _open_fits(value, None, what, extensions=False,
+                                         band=str(header.get("BAND", "")).strip()
+                                         or (defaults.get("band") or (None,))[0])
+            except CutoutError:
+                # no image in it: a PSFEx model is a table (looked for only now, so that the
+                # usual PSF image costs one file open)
+                if what != "psf" or not is_psfex(value):
+                    raise
                 try:
                     arr, psfex["samp"], psfex["note"] = psfex_image(value, psf_x, psf_y)
                 except (ValueError, KeyError) as exc:
                     raise CutoutError(f"{value}: cannot evaluate the PSFEx model ({exc})") from None
                 return arr, str(value)
-            arr, hdr, _ = _open_fits(value, None, what, extensions=False,
-                                     band=str(header.get("BAND", "")).strip()
-                                     or (defaults.get("band") or (None,))[0])
             headers[what] = hdr
             return (bad_pixels(arr, hdr).astype(np.float64) if what == "mask" else arr), str(value)
         return _as_2d(value, source, what), source
