@@ -255,6 +255,7 @@ def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, ban
             warnings.simplefilter("ignore")
             with fits.open(path, memmap=False) as hdul:
                 named = {str(h.name).upper(): k for k, h in enumerate(hdul)}
+                per_band, invvars = bands(hdul)
                 if hdu is None:
                     plane_names = {n for names in EXTENSIONS.values() for n in names}
                     chosen = next((hdul[named[n]] for n in _IMAGE_NAMES if n in named
@@ -265,7 +266,6 @@ def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, ban
                         if not candidates:
                             raise CutoutError(f"{path}: no 2-D {what} data in any HDU")
                         chosen = candidates[0]
-                    per_band = bands(hdul)[0]
                     if len(per_band) > 1 and band in per_band:
                         chosen = hdul[per_band[band]]
                     elif len(per_band) > 1:
@@ -284,7 +284,7 @@ def _open_fits(path, hdu, what: str, extensions: bool, paired: bool = False, ban
                     # keywords such as MAGZP often sit in an empty primary header
                     header = {**dict(hdul[0].header), **header}
                 if paired:
-                    k = bands(hdul)[1].get(str(chosen.header.get("BAND", "")).strip())
+                    k = invvars.get(str(chosen.header.get("BAND", "")).strip())
                     if str(chosen.header.get("IMAGETYP", "")).strip().lower() == "image" and k is not None \
                             and np.shape(hdul[k].data) == np.shape(chosen.data):
                         planes["weight"] = (np.asarray(hdul[k].data, np.float64), f"{path}[{k}]",
@@ -485,9 +485,13 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
                 return v, "header"
         if use_file and key == "zeropoint":
             try:
-                v, _ = header_zeropoint(header, source, scale)
+                v = header_zeropoint(header, source, scale)
             except ValueError as exc:
                 raise CutoutError(str(exc)) from None
+            if v is not None:
+                return v, "header"
+        if use_file and key == "gain":
+            v = header_gain(header)
             if v is not None:
                 return v, "header"
         if key in defaults:
@@ -498,15 +502,7 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     zp, zp_src = number("zeropoint", zeropoint, ZP_KEYS, "zero-point")
     sat, sat_src = number("saturation", saturation, ("SATURATE", "SATURATION", "SATLEVEL"),
                           "saturation level")
-    gain_in_header = header_gain(header)[0] if use_file else None
-    if gain is not None:
-        gain_v, gain_src = float(gain), sources.get("gain", "argument")
-    elif gain_in_header is not None:
-        gain_v, gain_src = gain_in_header, "header"
-    elif "gain" in defaults:
-        gain_v, gain_src = float(defaults["gain"][0]), defaults["gain"][1]
-    else:
-        gain_v, gain_src = None, "none"
+    gain_v, gain_src = number("gain", gain, (), "gain")
     ref = defaults.get("gain_zeropoint")
     if gain_v is not None and ref is not None and gain_src == ref[1] and zp is not None and math.isfinite(zp):
         # a preset's gain is electrons per image unit *of the preset's zero-point*; an image

@@ -55,8 +55,8 @@ def bad_pixels(values: np.ndarray, header: dict | None = None) -> np.ndarray:
     return ((flags & bits) != 0) | ~finite
 
 
-def header_zeropoint(header: dict, where: str, pixel_scale: float | None = None):
-    """(AB zero-point, keyword) that the header implies without stating one; (None, None).
+def header_zeropoint(header: dict, where: str, pixel_scale: float | None = None) -> float | None:
+    """The AB zero-point that the header implies without stating one; None when it implies none.
 
     In this order: ``FLUXMAG0`` (2.5 log10 of it); a flux-density unit in ``BUNIT``
     (:data:`UNIT_ZEROPOINTS`); ``MJy/sr`` (JWST, Spitzer) with a known ``pixel_scale``
@@ -72,22 +72,22 @@ def header_zeropoint(header: dict, where: str, pixel_scale: float | None = None)
         if not (math.isfinite(f0) and f0 > 0):
             raise ValueError(f"{where}: header FLUXMAG0 = {f0} must be finite and > 0 (the flux "
                              "of a magnitude-0 source)")
-        return 2.5 * math.log10(f0), "FLUXMAG0"
+        return 2.5 * math.log10(f0)
     base, per_second = _unit(header)
     if not per_second and base in UNIT_ZEROPOINTS:
-        return UNIT_ZEROPOINTS[base], "BUNIT"
+        return UNIT_ZEROPOINTS[base]
     if not per_second and base in ("mjy/sr", "mjysr-1", "mjy/steradian") and pixel_scale:
         omega = (pixel_scale / 206264.806) ** 2
-        return -2.5 * math.log10(1e6 * omega / 3631.0), "BUNIT"
+        return -2.5 * math.log10(1e6 * omega / 3631.0)
     flam, plam = _positive(header, "PHOTFLAM"), _positive(header, "PHOTPLAM")
     if flam and plam and base in _COUNT_UNITS + _ELECTRON_UNITS:
         zp = -2.5 * math.log10(flam) - 5.0 * math.log10(plam) - 2.408
         if per_second:
-            return zp, "PHOTFLAM"
+            return zp
         exptime = _positive(header, "EXPTIME")
         if exptime:
-            return zp + 2.5 * math.log10(exptime), "PHOTFLAM"
-    return None, None
+            return zp + 2.5 * math.log10(exptime)
+    return None
 
 
 def _unit(header: dict) -> tuple[str, bool]:
@@ -109,28 +109,27 @@ def _positive(header: dict, key: str) -> float | None:
     return v if math.isfinite(v) and v > 0 else None
 
 
-def header_gain(header: dict):
-    """(gain in e- per image unit, keyword) from the header; (None, None) when it cannot say.
+def header_gain(header: dict) -> float | None:
+    """The gain in e- per image unit the header gives; None when it cannot say.
 
     ``GAIN`` (:data:`GAIN_KEYS`) as it stands; else what ``BUNIT`` implies: 1 for an image in
     electrons, ``EXPTIME`` for one in electrons per second; else a detector gain in e-/DN
     (:data:`DN_GAIN_KEYS`) for an image in counts (``BUNIT`` absent, counts, DN, ADU), times
     ``EXPTIME`` for counts per second.  Values that are not positive numbers (``GAIN = 0`` is
     often written for "unknown") are passed over."""
-    for k in GAIN_KEYS:
-        if _positive(header, k) is not None:
-            return _positive(header, k), k
+    gain = next((g for g in (_positive(header, k) for k in GAIN_KEYS) if g is not None), None)
+    if gain is not None:
+        return gain
     base, per_second = _unit(header)
     scale = _positive(header, "EXPTIME") if per_second else 1.0
     if scale is None:  # per second, but no exposure time
-        return None, None
+        return None
     if base in _ELECTRON_UNITS:
-        return scale, "BUNIT"
+        return scale
     if base in _COUNT_UNITS:
-        for k in DN_GAIN_KEYS:
-            if _positive(header, k) is not None:
-                return _positive(header, k) * scale, k
-    return None, None
+        detector = next((g for g in (_positive(header, k) for k in DN_GAIN_KEYS) if g is not None), None)
+        return None if detector is None else detector * scale
+    return None
 
 
 def bands(hdul) -> tuple[dict, dict]:
@@ -142,7 +141,8 @@ def bands(hdul) -> tuple[dict, dict]:
     for k, h in enumerate(hdul):
         kind = str(h.header.get("IMAGETYP", "")).strip().lower()
         band = str(h.header.get("BAND", "")).strip()
-        if not band or h.data is None or np.ndim(h.data) < 2:
+        # from the headers alone: the pixels of the HDUs not taken are never read
+        if not band or not getattr(h, "is_image", False) or int(h.header.get("NAXIS", 0)) < 2:
             continue
         if kind in ("invvar", "ivar"):
             ivars.setdefault(band, k)

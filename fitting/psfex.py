@@ -48,6 +48,8 @@ def psfex_image(path, x: float | None = None, y: float | None = None) -> tuple[n
     with fits.open(str(path), memmap=False) as hdul:
         hdr, table = hdul[1].header, hdul[1].data
         cube = np.asarray(table["PSF_MASK"][0], np.float64)
+    if (x is None) != (y is None):
+        raise ValueError(f"{path}: give both psf_x and psf_y, or neither")
     n_axes = int(hdr.get("POLNAXIS", 0))
     samp = float(hdr.get("PSF_SAMP", 1.0))
     if not (math.isfinite(samp) and samp > 0):
@@ -58,8 +60,6 @@ def psfex_image(path, x: float | None = None, y: float | None = None) -> tuple[n
     if cube.ndim != 3 or (all(shape) and cube.shape != shape):
         raise ValueError(f"{path}: PSFEx basis has shape {cube.shape}, header says {shape}")
     if n_axes == 0:
-        if (x is None) != (y is None):
-            raise ValueError(f"{path}: give both psf_x and psf_y, or neither")
         return cube[0], samp, f"PSFEx model {path} (constant over the field)"
     names = [str(hdr.get(f"POLNAME{k}", "")).upper() for k in (1, 2)]
     if (n_axes != 2 or int(hdr.get("POLNGRP", 1)) != 1 or not names[0].startswith("X")
@@ -74,8 +74,6 @@ def psfex_image(path, x: float | None = None, y: float | None = None) -> tuple[n
                          f"images, the table has {cube.shape[0]}")
     x0, y0 = float(hdr["POLZERO1"]), float(hdr["POLZERO2"])
     sx, sy = float(hdr["POLSCAL1"]), float(hdr["POLSCAL2"])
-    if (x is None) != (y is None):
-        raise ValueError(f"{path}: give both psf_x and psf_y, or neither")
     if x is None:
         x, y = x0, y0
         note = (f"PSFEx model {path} evaluated at its reference position ({x0:g}, {y0:g}); "

@@ -80,8 +80,9 @@ def _add_run_parser(subparsers) -> None:
                     "psf_source, sigma_source, zeropoint_source say where each input came from; a "
                     "cutout without any zero-point is fitted with 0 and flagged NO_ZEROPOINT.")
     p.add_argument("input", help="manifest (.csv/.ecsv/.fits with id,image[,sigma|weight|variance,psf,"
-                                 "mask,zeropoint,pixel_scale,gain,saturation,psf_oversampling,psf_x,psf_y]; psf_x, "
-                                 "psf_y: where a PSFEx .psf model is evaluated), a directory of FITS "
+                                 "mask,zeropoint,pixel_scale,gain,saturation,psf_oversampling,"
+                                 "psf_x,psf_y]; psf_x, psf_y: where a PSFEx .psf model is "
+                                 "evaluated), a directory of FITS "
                                  "cutouts, or a quoted glob")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model", default=None, metavar="FILE",

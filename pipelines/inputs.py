@@ -4,9 +4,10 @@
 INPUT is a manifest (``.csv``, ``.ecsv``, ``.fits`` table with ``id, image[, sigma|weight|
 variance, psf, mask, zeropoint, pixel_scale, gain, saturation, psf_oversampling, psf_x,
 psf_y]``), a directory of FITS cutouts or a glob.  Each cutout's own extensions (``SIGMA``,
-``PSF``, ``MASK``, ...) and header (zero-point, pixel scale, ``SATURATE``, gain) come before the run's defaults (``--psf``,
-``--zeropoint``, ``--pixel-scale``, ``--gain``, ``--saturation``, then the ``--survey``
-preset); see :func:`galmoss_auto.fitting.cutout.read_record`.
+``PSF``, ``MASK``, ...) and header (zero-point, pixel scale, ``SATURATE``, gain) come before
+the run's defaults (``--psf``, ``--zeropoint``, ``--pixel-scale``, ``--gain``,
+``--saturation``, then the ``--survey`` preset); see
+:func:`galmoss_auto.fitting.cutout.read_record`.
 """
 
 from __future__ import annotations
