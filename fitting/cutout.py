@@ -472,6 +472,10 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
         mask_data, where = load(mask_val, "mask")
         mask_where = mask_where or where
 
+    implied = {"pixel_scale": lambda: _wcs_scale(header),
+               "zeropoint": lambda: header_zeropoint(header, source, scale),
+               "gain": lambda: header_gain(header)}
+
     def number(key, value, header_keys, what):
         if value is not None:
             return float(value), sources.get(key, "argument")
@@ -479,19 +483,11 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
             v, _ = _header_number(header, header_keys, source, what)
             if v is not None:
                 return v, "header"
-        if use_file and key == "pixel_scale":
-            v = _wcs_scale(header)
-            if v is not None:
-                return v, "header"
-        if use_file and key == "zeropoint":
+        if use_file and key in implied:  # what the header implies without a keyword of its own
             try:
-                v = header_zeropoint(header, source, scale)
+                v = implied[key]()
             except ValueError as exc:
                 raise CutoutError(str(exc)) from None
-            if v is not None:
-                return v, "header"
-        if use_file and key == "gain":
-            v = header_gain(header)
             if v is not None:
                 return v, "header"
         if key in defaults:
