@@ -211,9 +211,11 @@ def _fit_batch(cutouts, cols, opts):
 
     err = None
     if opts["errors"] == "covariance":
-        C, ok = covariance(normal if normal is not None else normal_matrix(problem, free, b))
+        held = at_bound & aux   # a neighbour's parameter on a bound (fitting/uncertainty.py)
+        C, ok = covariance(normal if normal is not None else normal_matrix(problem, free, b), held)
         names, T = catalog_jacobian(model, free, b)
         e = propagate(C, T)
+        e[((T != 0) & held[:, None, :]).any(-1)] = float("nan")
         if opts["scale_errors"]:
             e = e * torch.sqrt(torch.nan_to_num(chi2_nu, nan=1.0))[:, None]
         e[~ok] = float("nan")

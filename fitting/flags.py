@@ -29,7 +29,8 @@ class Flag(IntFlag):
     TOO_FEW_PIXELS = 64
     #: A neighbour fitted together with the target ended on a box bound (its n, q, or the
     #: window around its start); the target's own parameters did not (that is AT_BOUND).
-    #: Informational: a faint neighbour is often poorly constrained.
+    #: Informational: a faint neighbour is often poorly constrained.  The parameter on its bound
+    #: is held fixed in the covariance (its errors are NaN), so the target's errors stand.
     NEIGHBOUR_AT_BOUND = 128
     #: The sigma map was estimated from the image (no sigma/weight map was given).
     SIGMA_ESTIMATED = 256

@@ -3,7 +3,10 @@
 Covariance: J is the Jacobian of the weighted model with respect to the free internal
 parameters at the optimum, PSF convolution included; C = (JᵀWJ)⁻¹ per galaxy (B×F×F, float64).
 It is mapped to catalog units with the Jacobian T of the catalog values with respect to the free
-parameters (ties, log lengths, q flips and degrees included): C_cat = T C Tᵀ.
+parameters (ties, log lengths, q flips and degrees included): C_cat = T C Tᵀ.  A neighbour's
+parameter that ended on a box bound is held fixed here (left out of JᵀWJ): a neighbour that
+faded to the faint bound has no Jacobian at all, and would otherwise make JᵀWJ singular and
+take the target's errors with it; the catalog errors that depend on a held parameter are NaN.
 
 Bootstrap: each replicate re-weights each pixel by an independent Poisson(1) count (the Poisson
 bootstrap, equivalent to resampling pixels with replacement for large images), drawn separately
@@ -28,12 +31,22 @@ def normal_matrix(problem, free: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return J.transpose(1, 2) @ J
 
 
-def covariance(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(C = A⁻¹ (B, F, F), ok (B,)); ok is False where A = JᵀWJ is not positive definite."""
+def covariance(A: torch.Tensor, held: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(C = A⁻¹ (B, F, F), ok (B,)); ok is False where A = JᵀWJ is not positive definite.
+
+    ``held`` (B, F) bool: parameters held fixed; C is the inverse of A without their rows and
+    columns, with zeros in theirs.
+    """
+    if held is not None:
+        keep = ~held
+        both = keep[:, :, None] & keep[:, None, :]
+        A = torch.where(both, A, torch.zeros_like(A)) + torch.diag_embed(held.to(A.dtype))
     L, info = torch.linalg.cholesky_ex(A)
     ok = info == 0
     eye = torch.eye(A.shape[-1], dtype=A.dtype, device=A.device).expand_as(A)
     C = torch.cholesky_solve(eye, torch.where(ok[:, None, None], L, eye))
+    if held is not None:
+        C = torch.where(both, C, torch.zeros_like(C))
     return C, ok
 
 

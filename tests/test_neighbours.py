@@ -134,3 +134,34 @@ def test_a_neighbour_started_away_from_its_light_stays_in_its_window(blends):
     assert np.median(np.abs(np.asarray(free["x"]) - start)) > 3.0
     with pytest.raises(ValueError, match="window"):
         fit_with_neighbours(plain, init, away, device="cpu", window=0.0)
+
+
+def test_a_neighbour_that_fades_away_leaves_the_targets_errors(blends):
+    # a second "neighbour" started on empty sky in a corner, 3 mag fainter than the real one:
+    # nothing there, it runs to a bound (often the faint one, where its Jacobian vanishes);
+    # held fixed in the covariance, it neither fails the target's errors nor gets errors itself
+    plain, _, nbs, init = _problem(blends)
+    ghost = [nb + [dict(nb[0], x=4.0, y=4.0, mag=nb[0]["mag"] + 3.0, r_e=2.0)] for nb in nbs]
+    cat, table = fit_with_neighbours(plain, init, ghost, device="cpu", window=2.0)
+    flags = np.asarray(cat["flags"])
+    assert not any(f & Flag.COVARIANCE_FAILED for f in flags)
+    assert np.all(np.isfinite(np.asarray(cat["sersic_mag_err"])))
+    ghosts = table[np.asarray(table["index"]) == 2]
+    assert len(ghosts) == N
+    at_bound = np.array([bool(f & Flag.NEIGHBOUR_AT_BOUND) for f in ghosts["flags"]])
+    assert at_bound.any()
+    errs = np.stack([np.asarray(ghosts[c], float) for c in ("x_err", "y_err", "mag_err", "r_e_err", "n_err",
+                                                           "q_err", "pa_err")], 1)
+    assert np.isnan(errs[at_bound]).any(1).all()
+
+
+def test_covariance_holds_parameters_fixed():
+    import torch
+    from galmoss_auto.fitting.uncertainty import covariance
+    A = torch.tensor([[[4.0, 1.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 0.0]]], dtype=torch.float64)
+    _, ok = covariance(A)
+    assert not ok[0]                      # the third parameter has no Jacobian: singular
+    C, ok = covariance(A, torch.tensor([[False, False, True]]))
+    assert ok[0]
+    assert torch.allclose(C[0, :2, :2], torch.linalg.inv(A[0, :2, :2]))
+    assert torch.all(C[0, 2] == 0) and torch.all(C[0, :, 2] == 0)
