@@ -3,12 +3,15 @@
 Every set of ``../shared/data`` that holds real galaxy images (see each PROVENANCE.md) is run
 with the defaults (``--mask auto --init auto --sky flat``), given only what a user would give:
 the image, its PSF, and the zero-point, pixel scale, survey or gain its provenance states.
-Nothing is given that the pipeline should find itself (sigma maps, masks, starts).  Where a
-reference fit exists it is compared with:
+Nothing is given that the pipeline should find itself (sigma maps, masks, starts), but for
+one set that measures what the noise estimate costs.  Where a reference fit exists it is
+compared with:
 
 * ``gama_kids``, ``gama_sdss``: ProFit's 10 GAMA galaxies in KiDS r (0.2"/px) and SDSS r
   (0.339"/px), against the single-Sérsic fits of Lange et al. (2015) behind ProFit's
   ExampleInit.tab (mag = mag1 - 2.5 log10 2; r_e = re2 in KiDS pixels, x 0.2 / 0.339 for SDSS);
+* ``gama_kids_sigma``: the same KiDS stamps with their own sigma maps (``G*sigma.fits``, as
+  Lange et al. fitted them) instead of the pipeline's estimate from the image;
 * ``hsc``: pysersic's three HSC galaxies; gal2 against pysersic's MAP (mag 18.063 at zp 27,
   r_e 6.257 px, n 3.642);
 * ``decals``: the DECaLS DR9 r stamp, its own invvar and PSF (no reference fit);
@@ -16,7 +19,8 @@ reference fit exists it is compared with:
   Imfit's fit 5 (r_e 59.52 px, n 2.4805; sky fixed at 130.14, where ours fits a flat sky);
 * ``ngc5419``: HST WFPC2 (zero-point and gain from its header; no reference fit).
 
-Writes ``<results>/<tag>.md`` and ``.json``: per galaxy the fit, flags, stages and the
+``--kids-gains`` adds ``gama_kids`` runs with a fixed gain in the manifest (what a gain off by
+a factor costs).  Writes ``<results>/<tag>.md`` and ``.json``: per galaxy the fit, flags, stages and the
 differences from the reference; per set the clean fraction, median |Δmag| and |Δlog r_e| and
 galaxies per second.
 
@@ -61,6 +65,11 @@ def sets(shared: Path) -> list[dict]:
                                         "psf": str(g / "KiDS" / f"{i}psfim.fits")} for i in GAMA],
          "options": {"zeropoint": 0.0, "pixel_scale": 0.2}, "ref": _lange(shared, 1.0),
          "ref_name": "Lange et al. 2015 (GALFIT, SIGMA)"},
+        {"name": "gama_kids_sigma", "rows": [{"id": i, "image": str(g / "KiDS" / f"{i}fitim.fits"),
+                                              "sigma": str(g / "KiDS" / f"{i}sigma.fits"),
+                                              "psf": str(g / "KiDS" / f"{i}psfim.fits")} for i in GAMA],
+         "options": {"zeropoint": 0.0, "pixel_scale": 0.2}, "ref": _lange(shared, 1.0),
+         "ref_name": "Lange et al. 2015 (GALFIT, SIGMA)"},
         {"name": "gama_sdss", "rows": [{"id": i, "image": str(g / "SDSS" / f"{i}fitim.fits"),
                                         "psf": str(g / "SDSS" / f"{i}psfim.fits")} for i in GAMA],
          "options": {"zeropoint": 0.0, "pixel_scale": 0.339, "survey": "sdss", "band": "r"},
@@ -91,7 +100,8 @@ def run_set(spec: dict, work: Path) -> dict:
 
     work.mkdir(parents=True, exist_ok=True)
     rows = spec["rows"]
-    cols = sorted({k for r in rows for k in r}, key=lambda k: ["id", "image", "psf", "mask", "gain"].index(k))
+    order = ["id", "image", "sigma", "psf", "mask", "gain"]
+    cols = sorted({k for r in rows for k in r}, key=order.index)
     Table({c: [r.get(c) for r in rows] for c in cols}).write(work / "manifest.ecsv", overwrite=True)
     out = work / "out"
     t0 = time.perf_counter()
@@ -110,7 +120,9 @@ def run_set(spec: dict, work: Path) -> dict:
                "flag_names": [f.name for f in Flag if int(r["flags"]) & int(f)],
                "clean": bool(is_clean_fit(int(r["flags"]))), "mask_method": col(r, "mask_method"),
                "init_method": col(r, "init_method"), "sigma_source": col(r, "sigma_source"),
-               "zeropoint_source": col(r, "zeropoint_source"), "message": col(r, "message")}
+               "zeropoint_source": col(r, "zeropoint_source"), "gain_source": col(r, "gain_source"),
+               "sigma_gain": float(r["sigma_gain"]) if "sigma_gain" in cat.colnames else math.nan,
+               "message": col(r, "message")}
         ref = spec["ref"].get(row["id"])
         if ref is not None:
             row["ref_mag"], row["ref_r_e"] = ref[0], ref[1]
@@ -142,17 +154,23 @@ def report(results: dict, machine: str) -> str:
          "|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         s = res["summary"]
-        given = ", ".join(f"{k} {v}" for k, v in s["options"].items()) or "nothing"
+        given = ", ".join([f"{k} {v}" for k, v in s["options"].items()]
+                          + ["sigma maps"] * any(r.get("sigma_source") not in ("", "estimated", "none")
+                                                  for r in res["rows"])
+                          + [f"gain {res['rows'][0]['sigma_gain']:.3g}"] * any(
+                              r.get("gain_source") == "manifest" for r in res["rows"])) or "nothing"
         L.append(f"| {name} | {given} | {s['n']} | {s['clean']} | {_f(s['median_abs_dmag'])} | "
                  f"{_f(s['median_abs_dlog_re'])} | {s['reference'] or '-'} | {s['galaxies_per_s']:.2f} |")
     L += ["", "Per galaxy (Δ = ours - reference; flags beyond the informational ones make a row not clean):", "",
-          "| set | id | mag | r_e (px) | n | χ²_ν | iter | Δmag | Δlog r_e | Δn | mask / init | flags |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| set | id | mag | r_e (px) | n | χ²_ν | iter | Δmag | Δlog r_e | Δn | mask / init "
+          "| σ map gain (source) | flags |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         for r in res["rows"]:
             L.append(f"| {name} | {r['id']} | {_f(r['mag'])} | {_f(r['r_e'], '.2f')} | {_f(r['n'], '.2f')} | "
                      f"{_f(r['chi2_nu'], '.2f')} | {r['n_iter']} | {_f(r.get('dmag'))} | {_f(r.get('dlog_re'))} | "
                      f"{_f(r.get('dn'), '.2f')} | {r['mask_method']} / {r['init_method']} | "
+                     f"{_f(r.get('sigma_gain'), '.3g') or '-'} ({r.get('gain_source') or '-'}) | "
                      f"{' '.join(r['flag_names']) or '0'} |")
     return "\n".join(L) + "\n"
 
@@ -164,12 +182,19 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--tag", required=True, help="results file name (without extension)")
     ap.add_argument("--sets", nargs="*", default=None, help="only these sets")
+    ap.add_argument("--kids-gains", nargs="*", type=float, default=(),
+                    help="also run gama_kids with each of these gains (e-/image unit) in its manifest: "
+                         "how much the sigma map's photon noise matters (the stamps' own maps: ~1.8e13)")
     a = ap.parse_args(argv)
     from benchmarks.machine import machine_info
     shared = Path(a.shared).resolve()   # the manifests' paths are relative to their own folder
     results = {}
-    for spec in sets(shared):
-        if a.sets and spec["name"] not in a.sets:
+    specs = sets(shared)
+    kids = next(sp for sp in specs if sp["name"] == "gama_kids")
+    specs += [dict(kids, name=f"gama_kids_gain_{g:.3g}", rows=[dict(r, gain=g) for r in kids["rows"]])
+              for g in a.kids_gains]
+    for spec in specs:
+        if a.sets and spec["name"] not in a.sets and not spec["name"].startswith("gama_kids_gain_"):
             continue
         results[spec["name"]] = run_set(spec, Path(a.work) / spec["name"])
         s = results[spec["name"]]["summary"]

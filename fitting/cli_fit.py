@@ -31,9 +31,10 @@ Inputs are read by the same reader as ``galmoss-auto run``
 (:func:`galmoss_auto.fitting.cutout.read_record`): a cutout's own ``SIGMA``/``WEIGHT``/``VAR``,
 ``PSF`` and ``MASK`` extensions and its header zero-point, pixel scale and ``SATURATE`` come
 before ``--psf``/``--zeropoint``/``--pixel-scale``/``--saturation``, which come before the
-feedme's D/J/K.  The catalog's ``psf_source``, ``sigma_source``, ``zeropoint_source`` say which
-was used.  No sigma map: it is estimated from the image as ``run`` does (SIGMA_ESTIMATED;
-``sky_level``/``sky_rms`` columns, measured on every cutout).  No zero-point anywhere: an
+feedme's D/J/K.  The catalog's ``psf_source``, ``sigma_source``, ``gain_source``, ``zeropoint_source`` say
+which was used.  No sigma map: it is estimated from the image as ``run`` does (SIGMA_ESTIMATED;
+``sky_level``/``sky_rms`` columns, measured on every cutout; ``sigma_gain`` the gain of its
+photon-noise term, measured from the pixels where none was given).  No zero-point anywhere: an
 error (exit 2).
 
 The sky: ``fit`` fits the model it is given, so an image that still holds its sky needs a sky
@@ -335,6 +336,7 @@ def run(args, stream=None) -> int:
                   "SKY_NOT_MODELLED (--sky flat, or a sky component in the model, fits it)", file=err)
         src = cut.meta.get("sources", {})
         extra[cut.id] = {"psf_source": src.get("psf", "none"), "sigma_source": src.get("sigma", "none"),
+                         "gain_source": src.get("gain", "none"), "sigma_gain": cols.get("sigma_gain", np.nan),
                          "zeropoint_source": src.get("zeropoint", "none"),
                          "n_saturated": int(cut.meta.get("n_saturated", 0)),
                          "sky_level": cols.get("sky_level", np.nan), "sky_rms": cols.get("sky_rms", np.nan)}
@@ -382,7 +384,8 @@ def run(args, stream=None) -> int:
         rows["flags"] = np.array([bad_flags[i] | int(Flag.BAD_INPUT) for i in bad_ids], rows["flags"].dtype)
         tables.append(rows)
     catalog = merge_in_order(tables, ids)
-    for col, empty in (("psf_source", "none"), ("sigma_source", "none"), ("zeropoint_source", "none"),
+    for col, empty in (("psf_source", "none"), ("sigma_source", "none"), ("gain_source", "none"),
+                       ("sigma_gain", np.nan), ("zeropoint_source", "none"),
                        ("n_saturated", 0), ("sky_level", np.nan), ("sky_rms", np.nan)):
         catalog[col] = [extra.get(str(i), {}).get(col, empty) for i in catalog["id"]]
     catalog["message"] = [messages.get(str(i), notes.get(str(i), "")) for i in catalog["id"]]

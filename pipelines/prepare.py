@@ -142,7 +142,7 @@ class Preparer:
             flags |= int(Flag.AUTO_MASKED_PIXELS)
         src = cutout.meta.get("sources", {})
         columns |= {"psf_source": src.get("psf", "none"), "sigma_source": src.get("sigma", "none"),
-                    "zeropoint_source": src.get("zeropoint", "none"),
+                    "gain_source": src.get("gain", "none"), "zeropoint_source": src.get("zeropoint", "none"),
                     "pixel_scale_source": src.get("pixel_scale", "none"),
                     "n_saturated": int(cutout.meta.get("n_saturated", 0))}
         g = Prepared(cutout=cutout, auto_mask=np.zeros(cutout.image.shape, bool), init=None,

@@ -30,8 +30,10 @@ then what the stages did: ``init_sersic_<p>`` (the initial guess), ``init_method
 ``mask_n_objects`` (sep detections; -1 without sep), ``mask_n_masked`` (pixels the masker
 masked), ``mask_frac`` (fraction of pixels excluded from the fit), ``mask_central_snr`` (the
 sep masker's isophotal S/N of the target; below 5: NO_CENTRAL_DETECTION), ``sky_level``, ``sky_rms``
-(measured background, image units), ``sigma_estimated``, ``psf_source``, ``sigma_source``,
-``zeropoint_source``, ``pixel_scale_source`` (``manifest``, ``file``, ``extension``,
+(measured background, image units), ``sigma_estimated``, ``sigma_gain`` (the gain, e-/image
+unit, whose photon noise an estimated sigma map holds; NaN: none, or a sigma map given),
+``psf_source``, ``sigma_source``, ``gain_source``, ``zeropoint_source``, ``pixel_scale_source``
+(``manifest``, ``file``, ``extension``,
 ``header``, ``option``, ``survey``, ``estimated`` or ``none``), ``n_saturated`` (pixels masked
 as saturated), ``message`` (why a stage failed or what is doubtful), ``source`` (the image).
 
@@ -215,7 +217,7 @@ def _failure_table(failures: list[CutoutFailure], model) -> Table:
 
 _COLUMN_DEFAULTS = {"mask_n_objects": -1, "mask_n_masked": 0, "sigma_estimated": False,
                     "message": "", "mask_method": "", "mask_central_class": "", "init_method": "", "psf_source": "",
-                    "sigma_source": "", "zeropoint_source": "", "pixel_scale_source": "",
+                    "sigma_source": "", "gain_source": "", "zeropoint_source": "", "pixel_scale_source": "",
                     "n_saturated": 0}
 
 
