@@ -13,7 +13,7 @@ import torch
 
 from .jacobian import render_with_jacobian, supports_analytic_jacobian
 from .model import Model
-from .render import Canvas, RenderConfig, psf_transfer, render
+from .render import Canvas, RenderConfig, psf_margin, psf_transfer, render
 
 __all__ = ["FitProblem"]
 
@@ -41,8 +41,8 @@ class FitProblem:
         if model.has_point_source and not all(has_psf):
             raise ValueError("a model with a point source needs a PSF for every cutout")
         if all(has_psf):
-            margin = tuple(max(-(-c.psf.shape[k] // c.psf_oversampling) // 2 + 1 for c in self.cutouts)
-                           for k in (0, 1))
+            margins = [psf_margin(c.psf.shape, c.psf_oversampling) for c in self.cutouts]
+            margin = (max(m[0] for m in margins), max(m[1] for m in margins))
         else:
             margin = (0, 0)
         self.canvas = Canvas(H, W, margin, self.config, self.device)

@@ -40,7 +40,7 @@ import torch
 
 from .profiles.base import boxiness_area_ratio, log_radial_integral
 
-__all__ = ["RenderConfig", "Canvas", "render", "next_fast_len", "psf_transfer"]
+__all__ = ["RenderConfig", "Canvas", "render", "next_fast_len", "psf_transfer", "psf_margin"]
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,12 @@ class Canvas:
         py = torch.exp(-1j * (self.ky * (y[:, None] + my)).to(self.cdtype))
         px = torch.exp(-1j * (self.kx * (x[:, None] + mx)).to(self.cdtype))
         return py[:, :, None] * px[:, None, :]
+
+
+def psf_margin(psf_shape: tuple[int, int], oversampling: int = 1) -> tuple[int, int]:
+    """Canvas margin (image pixels each side) for a PSF image of ``psf_shape`` sampled
+    ``oversampling`` times finer than the image: its half-size, plus one pixel."""
+    return tuple(-(-int(s) // int(oversampling)) // 2 + 1 for s in psf_shape)
 
 
 def psf_transfer(canvas: Canvas, psf: np.ndarray, oversampling: int = 1,

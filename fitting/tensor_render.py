@@ -15,17 +15,12 @@ import torch
 
 from .profiles import BY_KIND
 from .profiles.base import Component
-from .render import Canvas, RenderConfig, psf_transfer, render
+from .render import Canvas, RenderConfig, psf_margin, psf_transfer, render
 
 __all__ = ["render_batch", "psf_margin"]
 
 #: the parameters render_batch needs for one elliptical component (natural units)
 SERSIC_KEYS = ("x", "y", "mag", "r_e", "n", "q", "pa")
-
-
-def psf_margin(psf_shape: tuple[int, int], oversampling: int = 1) -> tuple[int, int]:
-    """Canvas margin (pixels each side) for a PSF of ``psf_shape``: the fitter's rule."""
-    return tuple(-(-int(s) // int(oversampling)) // 2 + 1 for s in psf_shape)
 
 
 @lru_cache(maxsize=32)
