@@ -28,7 +28,10 @@ Accuracy: within a factor 1.7 on simulated Sérsic galaxies with Poisson noise (
 scatter, i.e. errs on the side of more noise.  Where the photon noise is not seen (a slope
 below 3 of its standard errors, fewer than three bins of ``MIN_BIN_PIXELS`` pixels: a faint
 galaxy, whose photon noise is below the sky's anyway), None is returned and the sigma map
-stays the sky RMS.
+stays the sky RMS.  Cosmic rays (raw single exposures) and other sharp structure also make the
+scatter grow; a gain that would give a sky left in the image more photon noise than its
+measured RMS is refused for that reason (``SKY_PHOTON_SLACK``), but on a sky-subtracted raw
+exposure full of cosmic rays the gain may come out low (more noise): give the gain there.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import math
 
 import numpy as np
 
-__all__ = ["estimate_gain", "SNR_EDGES", "MIN_BIN_PIXELS", "MIN_SLOPE_SIGNIFICANCE"]
+__all__ = ["estimate_gain", "SNR_EDGES", "MIN_BIN_PIXELS", "MIN_SLOPE_SIGNIFICANCE", "SKY_PHOTON_SLACK"]
 
 #: Signal bins, in sky RMS: the sky (-3..3) anchors the intercept, the rest the slope.
 SNR_EDGES = (-3.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 1e6)
@@ -45,6 +48,11 @@ SNR_EDGES = (-3.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5, 3e5, 
 MIN_BIN_PIXELS = 20
 #: The slope must exceed this many of its standard errors to be taken as photon noise.
 MIN_SLOPE_SIGNIFICANCE = 3.0
+#: A gain is refused where the photon noise it gives the sky level (an image that still holds
+#: its sky) exceeds this multiple of the sky's measured variance, which holds that noise and
+#: more (read noise).  The slack covers the RMS's own error.  NTT's raw EMMI frame (sky 6850
+#: ADU, RMS 65: at most 1/1.6 ADU per e-) "measured" 0.08 e-/ADU from its cosmic rays.
+SKY_PHOTON_SLACK = 1.5
 # a MAD-based variance from n normal deviates has a variance of about 2.7 v² / n (1.36² x 2 / n)
 _MAD_VARIANCE_FACTOR = 2.7
 
@@ -123,4 +131,9 @@ def estimate_gain(image: np.ndarray, bad: np.ndarray, sky_level: float, sky_rms:
     se_b = math.sqrt(cov[1, 1] * _MAD_VARIANCE_FACTOR)
     if not (a > 0 and b > MIN_SLOPE_SIGNIFICANCE * se_b):
         return None
-    return float(a / b / sky_rms ** 2)
+    gain = float(a / b / sky_rms ** 2)
+    if sky_level / gain > SKY_PHOTON_SLACK * sky_rms ** 2:
+        # the sky left in the image would then have more photon noise than its measured RMS
+        # holds: the scatter grew with the signal for another reason (cosmic rays, structure)
+        return None
+    return gain

@@ -114,3 +114,40 @@ def test_kids_stamps_gain_near_their_sigma_maps(shared_data):
         slope = np.polyfit(img[ok], sig[ok] ** 2, 1)[0]
         ratios.append(_estimate(img) * slope)
     assert all(0.4 < r < 2.5 for r in ratios), ratios
+
+
+def test_sky_left_in_is_consistent_or_refused():
+    # Poisson sky left in (not subtracted): the measured gain gives the sky level no more photon
+    # noise than its RMS holds, and is kept ...
+    gain = 2.0
+    rng = np.random.default_rng(9)
+    truth = _galaxy(4.0, 5.0, 2e5)
+    sky = (SKY_RMS * gain) ** 2 / gain          # image units, RMS SKY_RMS
+    image = rng.poisson(gain * (truth + sky)) / gain
+    bad = np.zeros(image.shape, bool)
+    level = estimate_sky(image, bad)
+    est = estimate_gain(image, bad, level.level, level.rms)
+    assert est is not None and gain / 1.7 < est < gain * 1.7
+    # ... but on a pedestal 100x the sky, a gain this low would give the sky level more photon
+    # noise than its RMS holds: refused (the rule that catches a raw frame's cosmic rays; a
+    # bias pedestal left in is its price, and such data should come with their gain)
+    est = estimate_gain(image + 100 * sky, bad, level.level + 100 * sky, level.rms)
+    assert est is None
+
+
+@pytest.mark.shared
+def test_raw_frame_with_cosmic_rays_gets_no_gain(shared_data):
+    """NTT's raw EMMI frame (sky 6850 ADU left in, RMS 65) has scatter growing with the signal
+    from cosmic rays and saturated stars: its 0.08 e-/ADU would give the sky 5 times the noise
+    it has, and is refused."""
+    path = shared_data / "sep_ntt_emmi_field" / "image.fits"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the frame's 1992 ESO-LOG cards
+        image = fits.getdata(path).astype(float)
+    bad = ~np.isfinite(image)
+    sky = estimate_sky(image, bad)
+    assert sky.level > 50 * sky.rms
+    assert estimate_gain(image, bad, sky.level, sky.rms) is None
