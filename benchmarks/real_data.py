@@ -20,9 +20,9 @@ compared with:
 * ``ngc5419``: HST WFPC2 (zero-point and gain from its header; no reference fit).
 
 ``--kids-gains`` adds ``gama_kids`` runs with a fixed gain in the manifest (what a gain off by
-a factor costs).  Writes ``<results>/<tag>.md`` and ``.json``: per galaxy the fit, flags, stages and the
-differences from the reference; per set the clean fraction, median |Δmag| and |Δlog r_e| and
-galaxies per second.
+a factor costs).  Writes ``<results>/<tag>.md`` and ``.json``: per galaxy the fit, flags,
+stages, the sigma map's gain and the differences from the reference; per set the clean
+fraction, median |Δmag| and |Δlog r_e| and galaxies per second.
 
     python -m benchmarks.real_data --shared ../shared/data --work /tmp/real \
         --results benchmarks/results --tag 2026-12-07-vm-cpu-real-data

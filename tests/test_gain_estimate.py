@@ -47,8 +47,11 @@ def test_gain_of_poisson_noise_recovered(n, r_e, flux, gain):
 
 
 def test_no_photon_noise_no_gain():
-    # Gaussian noise of constant RMS on a bright galaxy: no slope to see
-    assert _estimate(_noisy(_galaxy(2.5, 12.0, 5e5), None, seed=4)) is None
+    # Gaussian noise of constant RMS on bright galaxies (peak S/N 300-1300): no slope to see, in
+    # 29 of these 30 (the other: a spurious gain whose photon noise at the peak is 4.5x the sky's)
+    found = [_estimate(_noisy(_galaxy(*p), None, seed=seed))
+             for p in ((2.5, 12.0, 5e5), (4.0, 5.0, 2e5), (1.0, 8.0, 2e5)) for seed in range(10)]
+    assert sum(g is not None for g in found) <= 1
 
 
 def test_faint_galaxy_no_gain():
