@@ -146,6 +146,17 @@ def _f(v, fmt=".3f"):
     return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, fmt)
 
 
+def _given(res: dict) -> str:
+    """What a set was given: its run options, and sigma maps or a gain where its rows had them."""
+    rows = res["rows"]
+    given = [f"{k} {v}" for k, v in res["summary"]["options"].items()]
+    if any(r.get("sigma_source") not in ("", "estimated", "none") for r in rows):
+        given.append("sigma maps")
+    if any(r.get("gain_source") == "manifest" for r in rows):
+        given.append(f"gain {rows[0]['sigma_gain']:.3g}")
+    return ", ".join(given) or "nothing"
+
+
 def report(results: dict, machine: str) -> str:
     L = [f"# Real stamps through `galmoss-auto run` ({time.strftime('%Y-%m-%d')})", "",
          f"Machine: {machine}.  Defaults: `--mask auto --init auto --sky flat`; given per set only "
@@ -154,11 +165,7 @@ def report(results: dict, machine: str) -> str:
          "|---|---|---|---|---|---|---|---|"]
     for name, res in results.items():
         s = res["summary"]
-        given = ", ".join([f"{k} {v}" for k, v in s["options"].items()]
-                          + ["sigma maps"] * any(r.get("sigma_source") not in ("", "estimated", "none")
-                                                  for r in res["rows"])
-                          + [f"gain {res['rows'][0]['sigma_gain']:.3g}"] * any(
-                              r.get("gain_source") == "manifest" for r in res["rows"])) or "nothing"
+        given = _given(res)
         L.append(f"| {name} | {given} | {s['n']} | {s['clean']} | {_f(s['median_abs_dmag'])} | "
                  f"{_f(s['median_abs_dlog_re'])} | {s['reference'] or '-'} | {s['galaxies_per_s']:.2f} |")
     L += ["", "Per galaxy (Δ = ours - reference; flags beyond the informational ones make a row not clean):", "",

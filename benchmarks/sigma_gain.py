@@ -29,6 +29,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from benchmarks.metrics import CATASTROPHIC_DLOGRE, CATASTROPHIC_DMAG, robust_scatter
+
 WAYS = ("exact_sigma", "measured", "preset_gain", "sky_only")
 
 
@@ -40,7 +42,8 @@ def strip_to_bare(sim: Path, out: Path) -> Path:
         with fits.open(sim / str(r["image"]).split("[")[0]) as h:
             header = h[0].header.copy()
             header.remove("GAIN", ignore_missing=True, remove_all=True)
-            fits.PrimaryHDU(h[0].data.astype(np.float32), header).writeto(out / f"{r['id']}.fits", overwrite=True)
+            image = fits.PrimaryHDU(h[0].data.astype(np.float32), header)
+            image.writeto(out / f"{r['id']}.fits", overwrite=True)
             fits.PrimaryHDU(h["PSF"].data).writeto(out / f"{r['id']}_psf.fits", overwrite=True)
         rows.append((str(r["id"]), f"{r['id']}.fits", f"{r['id']}_psf.fits"))
     Table(rows=rows, names=["id", "image", "psf"]).write(out / "manifest.ecsv", overwrite=True)
@@ -55,15 +58,13 @@ def score(catalog: Table, truth: Table) -> dict:
     dr = np.log10(d["r_e"] / [float(t[i]["sersic_r_e"]) for i in ids])
     dn = np.log10(d["n"] / [float(t[i]["sersic_n"]) for i in ids])
     ok = np.isfinite(dm) & np.isfinite(dr) & np.isfinite(dn)
-
-    def robust(x):
-        return float(1.4826 * np.median(np.abs(x[ok] - np.median(x[ok]))))
-
+    catastrophic = (np.abs(dm) > CATASTROPHIC_DMAG) | (np.abs(dr) > CATASTROPHIC_DLOGRE) | ~ok
     sources, counts = np.unique(np.asarray(catalog["gain_source"]).astype(str), return_counts=True)
-    return {"n": len(ids), "catastrophic": float(np.mean((np.abs(dm) > 0.5) | (np.abs(dr) > 0.3) | ~ok)),
-            "dmag_bias": float(np.median(dm[ok])), "dmag_sigma": robust(dm),
-            "dlogre_bias": float(np.median(dr[ok])), "dlogre_sigma": robust(dr),
-            "dlogn_sigma": robust(dn), "chi2_nu_median": float(np.nanmedian(np.asarray(catalog["chi2_nu"]))),
+    return {"n": len(ids), "catastrophic": float(np.mean(catastrophic)),
+            "dmag_bias": float(np.median(dm[ok])), "dmag_sigma": robust_scatter(dm[ok]),
+            "dlogre_bias": float(np.median(dr[ok])), "dlogre_sigma": robust_scatter(dr[ok]),
+            "dlogn_sigma": robust_scatter(dn[ok]),
+            "chi2_nu_median": float(np.nanmedian(np.asarray(catalog["chi2_nu"]))),
             "gain_sources": {str(s): int(c) for s, c in zip(sources, counts)}}
 
 
@@ -100,8 +101,8 @@ def report(results: dict, setup: dict, machine: str) -> str:
     L = [f"# Estimated sigma maps' photon noise on simulated cutouts ({setup['survey']} {setup['band']})", "",
          f"Machine: {machine}.  {setup['n']} cutouts of {setup['size']}² px, seed {setup['seed']}, "
          f"magnitudes {setup['mag_range'][0]}–{setup['mag_range'][1]}, "
-         f"{'with substructure (not pure Sérsics), ' if setup['substructure'] else ''}no contaminants; `run` with "
-         "sep masks and starts.  `benchmarks/sigma_gain.py`.", "",
+         + ("with substructure (not pure Sérsics), " if setup["substructure"] else "")
+         + "no contaminants; `run` with sep masks and starts.  `benchmarks/sigma_gain.py`.", "",
          "| sigma | catastrophic | Δmag bias | Δmag σ | Δlog r_e σ | Δlog n σ | median χ²_ν | gain from |",
          "|---|---|---|---|---|---|---|---|"]
     for way, r in results.items():
@@ -134,12 +135,14 @@ def main(argv=None) -> int:
              contaminants=False, mag_range=tuple(a.mag_range), substructure=a.substructure)
     results = run_ways(sim, work, a.survey, a.band)
     info = machine_info()
-    machine = f"{info.get('cpu', 'CPU')} ({info.get('cpu_cores')} cores, {info.get('torch_threads')} torch threads), no GPU"
+    machine = (f"{info.get('cpu', 'CPU')} ({info.get('cpu_cores')} cores, {info.get('torch_threads')} "
+               "torch threads), no GPU")
     setup = {"survey": a.survey, "band": a.band, "n": a.n, "size": a.size, "seed": a.seed,
              "mag_range": list(a.mag_range), "substructure": a.substructure}
     out = Path(a.results)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{a.tag}.json").write_text(json.dumps({"machine": info, "setup": setup, "results": results}, indent=1))
+    record = {"machine": info, "setup": setup, "results": results}
+    (out / f"{a.tag}.json").write_text(json.dumps(record, indent=1))
     (out / f"{a.tag}.md").write_text(report(results, setup, machine))
     return 0
 

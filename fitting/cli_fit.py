@@ -32,9 +32,10 @@ Inputs are read by the same reader as ``galmoss-auto run``
 ``PSF`` and ``MASK`` extensions and its header zero-point, pixel scale and ``SATURATE`` come
 before ``--psf``/``--zeropoint``/``--pixel-scale``/``--saturation``, which come before the
 feedme's D/J/K.  The catalog's ``psf_source``, ``sigma_source``, ``gain_source``,
-``zeropoint_source`` say which was used.  No sigma map: it is estimated from the image as ``run`` does (SIGMA_ESTIMATED;
-``sky_level``/``sky_rms`` columns, measured on every cutout; ``sigma_gain`` the gain of its
-photon-noise term, measured from the pixels where none was given).  No zero-point anywhere: an
+``zeropoint_source`` say which was used.  No sigma map: it is estimated from the image as
+``run`` does (SIGMA_ESTIMATED; ``sky_level``/``sky_rms`` columns, measured on every cutout;
+``sigma_gain`` the gain of its photon-noise term, measured from the pixels where none was
+given).  No zero-point anywhere: an
 error (exit 2).
 
 The sky: ``fit`` fits the model it is given, so an image that still holds its sky needs a sky
