@@ -212,6 +212,9 @@ def _fit_batch(cutouts, cols, opts):
     err = None
     if opts["errors"] == "covariance":
         held = at_bound & aux   # a neighbour's parameter on a bound (fitting/uncertainty.py)
+        # a neighbour that faded to a magnitude bound constrains none of its parameters (its
+        # position errors came out as 1e15 px): all of them are held
+        held |= (((held & model.magnitude_free.to(device)).double() @ model.same_component.to(device)) > 0)
         C, ok = covariance(normal if normal is not None else normal_matrix(problem, free, b), held)
         names, T = catalog_jacobian(model, free, b)
         e = propagate(C, T)

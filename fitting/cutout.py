@@ -28,7 +28,8 @@ What the fit depends on is found in this order (``cutout.meta["sources"]`` says 
 
 :func:`read_record` is the one reader of ``galmoss-auto fit`` and ``galmoss-auto run``: on top
 of :func:`read_cutout` it refuses cutouts too small to fit (BAD_INPUT | TOO_FEW_PIXELS) and
-empty ones, and masks saturated pixels (counted in ``meta["n_saturated"]``).
+empty ones, and masks saturated pixels (counted in ``meta["n_saturated"]``); :func:`read_cutout`
+masks a fill value written where a stamp had no data (:mod:`galmoss_auto.fitting.fill`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .fill import fill_pixels
 from .headers import bad_pixels, bands, header_gain, header_zeropoint
 from .psf_scale import match_psf_scale
 from .psfex import is_psfex, psfex_image
@@ -372,10 +374,12 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     ``meta["sources"]`` says where the psf, sigma, mask, zeropoint, pixel_scale, saturation and
     gain came from (``"none"`` where nothing gave it).  ``mask`` may be GALFIT's text list of
     1-based ``x y`` bad pixels.  ``saturation`` (image units): pixels at or above it are
-    masked, their count in ``meta["n_saturated"]``.  ``region`` = GALFIT's H) (xmin, xmax,
-    ymin, ymax), 1-based inclusive: the cutout is that part of the image.  ``gain`` (e-/image
-    unit; else the header's, else ``defaults``) is stored in ``meta`` for sigma estimation; a
-    default gain that comes with ``defaults["gain_zeropoint"]`` (from the same source, e.g. a
+    masked, their count in ``meta["n_saturated"]``.  Patches of one exactly repeated value (a
+    cutout service's fill where it had no data, a clipped plateau; :mod:`.fill`) are set to
+    NaN and so masked (``n_bad_pixels``), their count in ``meta["n_fill"]``.  ``region`` =
+    GALFIT's H) (xmin, xmax, ymin, ymax), 1-based inclusive: the cutout is that part of the
+    image.  ``gain`` (e-/image unit; else the header's, else ``defaults``) is stored in
+    ``meta`` for sigma estimation; a default gain that comes with ``defaults["gain_zeropoint"]`` (from the same source, e.g. a
     survey preset) is per unit of that zero-point and is converted to the image's own
     zero-point.  ``psf_x``, ``psf_y``: where a PSFEx ``psf`` model is evaluated (1-based pixel
     in the image it was built on; :mod:`galmoss_auto.fitting.psfex`).
@@ -547,10 +551,19 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
             saturated = np.isfinite(data) & (data >= sat) & ~user_mask
         n_sat = int(np.count_nonzero(saturated))
         user_mask = user_mask | saturated
+    # a cutout service's fill value where it had no data (fitting/fill.py): unusable, so NaN,
+    # which Cutout masks and counts (n_bad_pixels, AUTO_MASKED_PIXELS); an image that is fill
+    # all over is left to read_record, which calls it empty
+    fill = fill_pixels(data) & ~user_mask
+    n_fill = int(np.count_nonzero(fill))
+    if n_fill and np.any(np.isfinite(data) & ~fill & ~user_mask):
+        data = np.where(fill, np.nan, np.asarray(data, np.float64))
+    else:
+        n_fill = 0
     meta = {"sources": {"psf": psf_src, "sigma": noise_src or "none", "mask": mask_src,
                         "zeropoint": zp_src, "pixel_scale": scale_src, "saturation": sat_src,
                         "gain": gain_src},
-            "n_saturated": n_sat}
+            "n_saturated": n_sat, "n_fill": n_fill}
     if gain_v is not None:
         meta["gain"] = gain_v
     if psf_note:

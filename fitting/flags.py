@@ -22,15 +22,17 @@ class Flag(IntFlag):
     FIT_FAILED = 8
     #: J^T W J was singular or not positive definite; the ``_err`` columns are NaN.
     COVARIANCE_FAILED = 16
-    #: Some pixels were masked automatically (NaN/inf data, non-positive or non-finite sigma).
-    #: The count is in the ``n_bad_pixels`` column.  Informational.
+    #: Some pixels were masked automatically (NaN/inf data, a fill value where a stamp had no
+    #: data, non-positive or non-finite sigma; saturated pixels).  The count is in the
+    #: ``n_bad_pixels`` column (saturated ones in ``n_saturated``).  Informational.
     AUTO_MASKED_PIXELS = 32
     #: Fewer valid pixels than free parameters + 1: chi2_nu is undefined.
     TOO_FEW_PIXELS = 64
     #: A neighbour fitted together with the target ended on a box bound (its n, q, or the
     #: window around its start); the target's own parameters did not (that is AT_BOUND).
     #: Informational: a faint neighbour is often poorly constrained.  The parameter on its bound
-    #: is held fixed in the covariance (its errors are NaN), so the target's errors stand.
+    #: is held fixed in the covariance (its errors are NaN; all of the neighbour's, where its
+    #: magnitude is on a bound), so the target's errors stand.
     NEIGHBOUR_AT_BOUND = 128
     #: The sigma map was estimated from the image (no sigma/weight map was given).
     SIGMA_ESTIMATED = 256

@@ -65,11 +65,18 @@ class Model:
         with the target is started on its own light; without a window a faint one can wander
         onto the target and become its bulge (seen on a real SDSS stamp: 1.85 mag of the
         target's light taken that way).
+    growth : dict component name -> factor (> 1): that component's free lengths (r_e, a scale
+        length, ...) stay below this factor x where the fit started them (they may shrink
+        freely); its axes may swap (a component turning to its light) only as far as the
+        same factor, so its major axis stays below factor² x its start.  A neighbour is
+        started from its own detected pixels; left free, one beside a bright target can swell
+        into a sheet under the whole cutout (seen on a real SDSS stamp: r_e 7800 px, mag 9.7
+        beside a mag-17.5 target), taking the sky's and the target's wings' light.
     auxiliary : names of components that are not the target (fitted neighbours): a free
         parameter of theirs ending on a bound sets NEIGHBOUR_AT_BOUND instead of AT_BOUND.
     """
 
-    def __init__(self, components, fixed=None, ties=None, bounds=None, windows=None, auxiliary=()):
+    def __init__(self, components, fixed=None, ties=None, bounds=None, windows=None, auxiliary=(), growth=None):
         self.components: list[Component] = list(components)
         names = [c.name for c in self.components]
         if len(set(names)) != len(names):
@@ -91,17 +98,10 @@ class Model:
                 raise KeyError(f"unknown parameter {name!r}; the model has {', '.join(self.full_names)}")
         self.bounds = {name: _checked_bounds(name, self.params[index[name]][1], pair)
                        for name, pair in self.bounds.items()}
-        self.windows = {}
-        for name, half in dict(windows or {}).items():
-            if name not in self.by_name:
-                raise KeyError(f"window for unknown component {name!r}; the model has {', '.join(names)}")
-            try:
-                width = float(half)
-            except (TypeError, ValueError):
-                width = math.nan
-            if not (math.isfinite(width) and width > 0):
-                raise ValueError(f"{name}: a centre window must be a half-width > 0 px, got {half!r}")
-            self.windows[name] = width
+        self.windows = _per_component(windows, names, "window", "a centre window must be a half-width > 0 px",
+                                      lambda v: v > 0)
+        self.growth = _per_component(growth, names, "growth limit", "a growth limit must be a factor > 1",
+                                     lambda v: v > 1)
         self.auxiliary = tuple(dict.fromkeys(auxiliary or ()))
         unknown = [n for n in self.auxiliary if n not in self.by_name]
         if unknown:
@@ -231,20 +231,46 @@ class Model:
         """(F,) bool: the free parameters that belong to :attr:`auxiliary` components."""
         return torch.tensor([n.split(".", 1)[0] in self.auxiliary for n in self.free_names], dtype=torch.bool)
 
+    @property
+    def magnitude_free(self) -> torch.Tensor:
+        """(F,) bool: the free parameters that are magnitudes."""
+        kinds = dict(zip(self.full_names, self.kinds))
+        return torch.tensor([kinds[n] == "magnitude" for n in self.free_names], dtype=torch.bool)
+
+    @property
+    def same_component(self) -> torch.Tensor:
+        """(F, F) float64: 1 where two free parameters belong to the same component."""
+        comp = [n.split(".", 1)[0] for n in self.free_names]
+        return torch.tensor([[float(a == b) for b in comp] for a in comp], dtype=torch.float64)
+
     def window_bounds(self, free0: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``lower``, ``upper`` (B, F, internal units) narrowed by :attr:`windows` around the
-        starting free parameters ``free0`` (B, F): each windowed component's free x and y stay
-        within its half-width of their start (and inside the old bounds)."""
-        if not self.windows:
+        """``lower``, ``upper`` (B, F, internal units) narrowed around the starting free
+        parameters ``free0`` (B, F): each windowed component's free x and y stay within its
+        half-width of their start (:attr:`windows`), each growth-limited component's free
+        lengths below its factor x their start and its internal q (past 1 where the axes
+        swap) below the factor (:attr:`growth`; lengths and q are internally logarithms), all
+        inside the old bounds."""
+        if not self.windows and not self.growth:
             return lower, upper
         lower, upper = lower.clone(), upper.clone()
         for j, name in enumerate(self.free_names):
-            half = self.windows.get(name.split(".", 1)[0])
-            if half is None or self.params[self.full_names.index(name)][1].kind != "position":
-                continue
-            lower[:, j] = torch.clamp(torch.maximum(lower[:, j], free0[:, j] - half), max=free0[:, j])
-            upper[:, j] = torch.clamp(torch.minimum(upper[:, j], free0[:, j] + half), min=free0[:, j])
+            comp = name.split(".", 1)[0]
+            kind = self.params[self.full_names.index(name)][1].kind
+            half = self.windows.get(comp) if kind == "position" else None
+            if half is not None:
+                lower[:, j] = torch.clamp(torch.maximum(lower[:, j], free0[:, j] - half), max=free0[:, j])
+                upper[:, j] = torch.clamp(torch.minimum(upper[:, j], free0[:, j] + half), min=free0[:, j])
+            factor = self.growth.get(comp)
+            if factor is not None and kind == "length":
+                upper[:, j] = torch.clamp(torch.minimum(upper[:, j], free0[:, j] + math.log(factor)), min=free0[:, j])
+            elif factor is not None and kind == "ratio":
+                # q may pass 1 (the axes swap: the major axis is then r_e x q), so that a
+                # component started across its light can still turn; but only up to the
+                # factor, or it would escape the limit that way.  (q <= 1 instead stuck such
+                # components at q = 1, where the angle is undefined: covariances failed.)
+                upper[:, j] = torch.clamp(torch.minimum(upper[:, j], torch.full_like(upper[:, j], math.log(factor))),
+                                          min=free0[:, j])
         return lower, upper
 
     # -- conversions ---------------------------------------------------------------------------
@@ -267,6 +293,24 @@ class Model:
     @property
     def catalog_columns(self) -> list[tuple[str, Component, object]]:
         return [(f"{c.name}_{s.name}", c, s) for c, s in self.params]
+
+
+def _per_component(values, names: list, what: str, requirement: str, valid) -> dict:
+    """{component name: float} from ``values`` (a dict or None), each name one of ``names``
+    (else KeyError naming ``what``) and each value finite and ``valid`` (else ValueError
+    stating the ``requirement``)."""
+    out = {}
+    for name, given in dict(values or {}).items():
+        if name not in names:
+            raise KeyError(f"{what} for unknown component {name!r}; the model has {', '.join(names)}")
+        try:
+            value = float(given)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and valid(value)):
+            raise ValueError(f"{name}: {requirement}, got {given!r}")
+        out[name] = value
+    return out
 
 
 def _check_value(name: str, spec, value, what: str) -> float:
@@ -317,7 +361,7 @@ def with_sky(model: Model, sky: str) -> Model:
     name = "sky" if "sky" not in names else next(f"sky{k}" for k in range(2, 99) if f"sky{k}" not in names)
     comp = FlatSky(name) if sky == "flat" else TiltedSky(name)
     return Model(model.components + [comp], fixed=model.fixed, ties=model.ties, bounds=model.bounds,
-                 windows=model.windows, auxiliary=model.auxiliary)
+                 windows=model.windows, auxiliary=model.auxiliary, growth=model.growth)
 
 
 def sky_component(model: Model):

@@ -7,6 +7,8 @@ parameters (ties, log lengths, q flips and degrees included): C_cat = T C Tᵀ. 
 parameter that ended on a box bound is held fixed here (left out of JᵀWJ): a neighbour that
 faded to the faint bound has no Jacobian at all, and would otherwise make JᵀWJ singular and
 take the target's errors with it; the catalog errors that depend on a held parameter are NaN.
+One whose magnitude is on a bound has all its parameters held: faded to nothing, it constrains
+none of them (its position errors came out near 1e15 px).
 
 Bootstrap: each replicate re-weights each pixel by an independent Poisson(1) count (the Poisson
 bootstrap, equivalent to resampling pixels with replacement for large images), drawn separately

@@ -201,7 +201,7 @@ def run_model(model=None, sky: str = "flat"):
         if {"x", "y"} <= {spec.name for spec in c.param_specs}:
             windows.setdefault(c.name, TARGET_WINDOW)
     base = Model(d.components, fixed=d.fixed, ties=d.ties, bounds=d.bounds, windows=windows,
-                 auxiliary=d.auxiliary)
+                 auxiliary=d.auxiliary, growth=d.growth)
     return with_sky(base, sky if sky in ("flat", "tilted") else "none")
 
 

@@ -298,3 +298,33 @@ def test_centre_windows_hold_a_component_near_its_start():
     assert aux.tolist() == [n.startswith("nb1.") for n in model.free_names]
     with pytest.raises(KeyError, match="auxiliary"):
         Model([Sersic("sersic")], auxiliary=["nb1"])
+
+
+def test_growth_limits_hold_a_components_lengths_below_a_factor_of_their_start():
+    import math
+    import torch
+    from galmoss_auto.fitting.model import Model, with_sky
+    from galmoss_auto.fitting.profiles import Sersic
+    model = Model([Sersic("sersic"), Sersic("nb1")], windows={"nb1": 2.0}, growth={"nb1": 3.0})
+    F = len(model.free_names)
+    free0 = torch.zeros(2, F, dtype=torch.float64)
+    ir, ix = model.free_names.index("nb1.r_e"), model.free_names.index("nb1.x")
+    free0[:, ir] = torch.log(torch.tensor([2.0, 30.0], dtype=torch.float64))   # lengths are logs inside
+    free0[:, ix] = 10.0
+    lo = torch.full((2, F), -10.0, dtype=torch.float64)
+    hi = torch.full((2, F), math.log(50.0), dtype=torch.float64)
+    hi[:, ix] = 63.5
+    iq = model.free_names.index("nb1.q")
+    free0[:, iq] = math.log(0.5)
+    lo2, hi2 = model.window_bounds(free0, lo, hi)
+    assert torch.allclose(hi2[:, iq], torch.full((2,), math.log(3.0), dtype=torch.float64))  # axes swap up to 3
+    assert torch.allclose(hi2[:, ir].exp(), torch.tensor([6.0, 50.0], dtype=torch.float64))  # 3 x start, or the old bound
+    assert torch.equal(lo2[:, ir], lo[:, ir])                 # shrinking stays free
+    assert hi2[:, ix].tolist() == [12.0, 12.0]                # the window still holds
+    others = [j for j, n in enumerate(model.free_names) if not n.startswith("nb1.") or n == "nb1.n"]
+    assert torch.equal(hi2[:, others], hi[:, others])
+    assert with_sky(model, "flat").growth == {"nb1": 3.0}     # kept when a sky is added
+    with pytest.raises(KeyError, match="growth"):
+        Model([Sersic("sersic")], growth={"nb9": 3.0})
+    with pytest.raises(ValueError, match="factor > 1"):
+        Model([Sersic("sersic")], growth={"sersic": 1.0})

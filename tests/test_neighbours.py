@@ -116,12 +116,13 @@ def test_cli_fit_neighbours(blends, tmp_path):
 def test_a_neighbour_started_away_from_its_light_stays_in_its_window(blends):
     # a "neighbour" started on empty sky 8 px beyond the real one: left free it runs to the
     # light (here the real neighbour, on real stamps the target's core); with its window it
-    # stays within the window of its start
+    # stays within the window of its start.  (Its size is left free here: held 6 px off its
+    # light, only by swelling can it still take that light, and not the target.)
     _, _, obj, _ = blends
     plain, _, nbs, init = _problem(blends)
     away = [[dict(nb[0], x=nb[0]["x"] + 8.0)] for nb in nbs]
-    held_cat, held = fit_with_neighbours(plain, init, away, device="cpu", errors="none", window=2.0)
-    _, free = fit_with_neighbours(plain, init, away, device="cpu", errors="none", window=None)
+    held_cat, held = fit_with_neighbours(plain, init, away, device="cpu", errors="none", window=2.0, growth=None)
+    _, free = fit_with_neighbours(plain, init, away, device="cpu", errors="none", window=None, growth=None)
     start = np.array([nb[0]["x"] for nb in away])
     assert np.all(np.abs(np.asarray(held["x"]) - start) <= 2.0 + 1e-6)
     # a neighbour held at its window's edge flags the row NEIGHBOUR_AT_BOUND, not AT_BOUND
@@ -134,6 +135,24 @@ def test_a_neighbour_started_away_from_its_light_stays_in_its_window(blends):
     assert np.median(np.abs(np.asarray(free["x"]) - start)) > 3.0
     with pytest.raises(ValueError, match="window"):
         fit_with_neighbours(plain, init, away, device="cpu", window=0.0)
+
+
+def test_a_neighbours_growth_is_limited(blends):
+    # neighbours started at a third of their true size: with a growth limit of 1.5 they end
+    # at most 1.5 x their start along the start's axis and 1.5² x along the other (the axes
+    # may swap that far), on the limit and so flagged; without one they grow to their size
+    _, _, obj, _ = blends
+    plain, _, nbs, init = _problem(blends)
+    small = [[dict(nb[0], r_e=nb[0]["r_e"] / 1.2 / 3.0)] for nb in nbs]
+    start = np.array([nb[0]["r_e"] for nb in small])
+    cat, held = fit_with_neighbours(plain, init, small, device="cpu", errors="none", growth=1.5)
+    _, free = fit_with_neighbours(plain, init, small, device="cpu", errors="none", growth=None)
+    r_held, r_free = np.asarray(held["r_e"], float), np.asarray(free["r_e"], float)
+    assert np.all(r_held <= 1.5 ** 2 * start * (1 + 1e-6))
+    assert np.all(np.asarray(cat["flags"]) & Flag.NEIGHBOUR_AT_BOUND)
+    assert np.median(r_free / start) > 2.5
+    with pytest.raises(ValueError, match="growth"):
+        fit_with_neighbours(plain, init, small, device="cpu", growth=1.0)
 
 
 def test_a_neighbour_that_fades_away_leaves_the_targets_errors(blends):
@@ -153,6 +172,12 @@ def test_a_neighbour_that_fades_away_leaves_the_targets_errors(blends):
     errs = np.stack([np.asarray(ghosts[c], float) for c in ("x_err", "y_err", "mag_err", "r_e_err", "n_err",
                                                            "q_err", "pa_err")], 1)
     assert np.isnan(errs[at_bound]).any(1).all()
+    # one faded to the faint magnitude bound constrains none of its parameters: no errors at all
+    # (before, its position errors came out near 1e15 px)
+    faded = np.isclose(np.asarray(ghosts["mag"], float), 60.0)
+    assert faded.any()
+    assert np.isnan(errs[faded]).all()
+    assert np.isfinite(errs[~at_bound]).all()
 
 
 def test_covariance_holds_parameters_fixed():
