@@ -379,10 +379,11 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
     NaN and so masked (``n_bad_pixels``), their count in ``meta["n_fill"]``.  ``region`` =
     GALFIT's H) (xmin, xmax, ymin, ymax), 1-based inclusive: the cutout is that part of the
     image.  ``gain`` (e-/image unit; else the header's, else ``defaults``) is stored in
-    ``meta`` for sigma estimation; a default gain that comes with ``defaults["gain_zeropoint"]`` (from the same source, e.g. a
-    survey preset) is per unit of that zero-point and is converted to the image's own
-    zero-point.  ``psf_x``, ``psf_y``: where a PSFEx ``psf`` model is evaluated (1-based pixel
-    in the image it was built on; :mod:`galmoss_auto.fitting.psfex`).
+    ``meta`` for sigma estimation; a default gain that comes with
+    ``defaults["gain_zeropoint"]`` (from the same source, e.g. a survey preset) is per unit of
+    that zero-point and is converted to the image's own zero-point.  ``psf_x``, ``psf_y``:
+    where a PSFEx ``psf`` model is evaluated (1-based pixel in the image it was built on;
+    :mod:`galmoss_auto.fitting.psfex`).
     """
     sources = dict(sources or {})
     defaults = dict(defaults or {})

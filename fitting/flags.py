@@ -28,8 +28,9 @@ class Flag(IntFlag):
     AUTO_MASKED_PIXELS = 32
     #: Fewer valid pixels than free parameters + 1: chi2_nu is undefined.
     TOO_FEW_PIXELS = 64
-    #: A neighbour fitted together with the target ended on a box bound (its n, q, or the
-    #: window around its start); the target's own parameters did not (that is AT_BOUND).
+    #: A neighbour fitted together with the target ended on a box bound (its n, q, the window
+    #: around its start or its growth limit); the target's own parameters did not (that is
+    #: AT_BOUND).
     #: Informational: a faint neighbour is often poorly constrained.  The parameter on its bound
     #: is held fixed in the covariance (its errors are NaN; all of the neighbour's, where its
     #: magnitude is on a bound), so the target's errors stand.
