@@ -98,11 +98,17 @@ def main(argv=None) -> int:
     p.add_argument("--tag", default=time.strftime("%Y-%m-%d") + "-vm-cpu-neighbour-growth")
     p.add_argument("--note", action="append", default=[])
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
     growths = [None if g.lower() == "none" else float(g) for g in a.growth]
-    record = {"tag": a.tag, "machine": machine_info(), "threads": a.threads, "surveys": [], "notes": a.note}
-    for survey in a.survey:
-        record["surveys"].append(run_survey(survey, a.n, SEEDS[survey], growths, Path(a.workdir)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(a.threads)
+    try:
+        record = {"tag": a.tag, "machine": machine_info(), "threads": a.threads, "surveys": [], "notes": a.note}
+        for survey in a.survey:
+            record["surveys"].append(run_survey(survey, a.n, SEEDS[survey], growths, Path(a.workdir)))
+    finally:
+        # called in-process (the tests), it must not leave the caller on another thread count:
+        # fits with neighbours differ in their last bits between thread counts
+        torch.set_num_threads(before)
     results = Path(a.results)
     results.mkdir(parents=True, exist_ok=True)
     (results / f"{a.tag}.json").write_text(json.dumps(record, indent=1, default=float) + "\n")

@@ -17,6 +17,8 @@ from benchmarks.neighbour_growth import main  # noqa: E402
 
 
 def test_neighbour_growth_benchmark(tmp_path):
+    import torch
+    threads = torch.get_num_threads()
     assert main(["--survey", "sdss", "--n", "6", "--growth", "none", "1.5", "--workdir", str(tmp_path / "w"),
                  "--results", str(tmp_path / "res"), "--tag", "t"]) == 0
     rec = json.loads((tmp_path / "res" / "t.json").read_text())
@@ -26,3 +28,6 @@ def test_neighbour_growth_benchmark(tmp_path):
         assert 0.0 <= r["catastrophic"] <= 1.0 and r["dmag_scatter"] >= 0 and r["mean_iterations"] > 0
     assert s["settings"]["1.5"]["neighbours_re_over_30px"] == 0
     assert "| 1.5 |" in (tmp_path / "res" / "t.md").read_text()
+    # run in-process with one thread, it hands the caller back its own thread count (a test
+    # later in the session compares a fit made here with one made in a subprocess)
+    assert torch.get_num_threads() == threads

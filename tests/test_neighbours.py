@@ -190,3 +190,30 @@ def test_covariance_holds_parameters_fixed():
     assert ok[0]
     assert torch.allclose(C[0, :2, :2], torch.linalg.inv(A[0, :2, :2]))
     assert torch.all(C[0, 2] == 0) and torch.all(C[0, :, 2] == 0)
+
+
+def test_a_neighbour_at_the_edge_is_exempt_from_the_growth_limit():
+    # its light runs off the cutout, so the pixels it was started from understate its size
+    import galsim
+    from galmoss_auto.fitting.neighbours import _at_edge
+    assert _at_edge({"x": 5.0, "y": 30.0, "r_e": 3.0}, (64, 64))        # 4.5 px from the edge, < 2 r_e
+    assert not _at_edge({"x": 30.0, "y": 30.0, "r_e": 3.0}, (64, 64))
+    assert not _at_edge({"x": 5.0, "y": 30.0, "mag": 20.0}, (64, 64))   # a star has no size to limit
+    n, zp = 64, 22.5
+    psf = galsim.Moffat(beta=3.5, fwhm=3.0)
+
+    def sersic(x, y, mag, r_e, nn):
+        g = galsim.Sersic(n=nn, half_light_radius=r_e, flux=10 ** (-0.4 * (mag - zp)))
+        return galsim.Convolve(g, psf).drawImage(nx=n, ny=n, scale=1.0, method="auto",
+                                                 offset=(x - (n + 1) / 2, y - (n + 1) / 2)).array
+    rng = np.random.default_rng(7)
+    img = sersic(33.0, 32.0, 17.0, 3.0, 1.5) + sersic(5.0, 30.0, 16.0, 9.0, 2.5)
+    img = img + rng.normal(0, 0.05, img.shape)
+    cut = Cutout(id="edge", image=img, sigma=np.full(img.shape, 0.05),
+                 psf=psf.drawImage(nx=25, ny=25, scale=1.0).array, zeropoint=zp)
+    init = {"sersic_x": [33.5], "sersic_y": [31.5], "sersic_mag": [17.3], "sersic_r_e": [3.5], "sersic_n": [2.0],
+            "sersic_q": [0.9], "sersic_pa": [0.0]}
+    nb = [[{"kind": "galaxy", "x": 5.5, "y": 30.5, "mag": 16.6, "r_e": 3.0, "n": 1.5, "q": 0.9, "pa": 0.0}]]
+    cat, table = fit_with_neighbours([cut], init, nb, device="cpu", errors="none", growth=1.5)
+    assert float(table["r_e"][0]) > 1.5 ** 2 * 3.0                    # grew past the limit it is exempt from
+    assert abs(float(cat["sersic_mag"][0]) - 17.0) < 0.05
