@@ -85,6 +85,30 @@ def _init(cutouts):
     return {k: np.asarray(v, float) for k, v in cols.items()}
 
 
+def _start(cutouts, model) -> dict:
+    """sep starting values for ``cutouts``, and ``model``'s sky (if it has one) started at 0:
+    the simulations are sky-subtracted; a residual pedestal, e.g. a neighbour's wings, is fitted."""
+    from galmoss_auto.fitting.model import sky_component
+    init = _init(cutouts)
+    sky_comp = sky_component(model)
+    if sky_comp is not None:
+        init[f"{sky_comp.name}_sky"] = np.zeros(len(cutouts))
+    return init
+
+
+def learned_path(cut, results, zp: float, model):
+    """What the learned path fits (as ``run`` does): each cutout with the masker's mask, its
+    starts (:func:`_start`) measured with the modelled neighbours' pixels hidden from the
+    initializer (:func:`galmoss_auto.automask.base.initializer_view`), and the masker's
+    neighbour lists.  Returns (cutouts, starts, neighbours)."""
+    from galmoss_auto.automask.base import initializer_view
+    from galmoss_auto.fitting import Cutout
+    masked = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask)
+              for c, r in zip(cut, results)]
+    views = [initializer_view(c, r.neighbour_pixels) for c, r in zip(masked, results)]
+    return masked, _start(views, model), [r.neighbours for r in results]
+
+
 def _catastrophic(dm, dr) -> np.ndarray:
     """|dmag| > 0.5 or |dlog r_e| > 0.3 (or not finite), per galaxy."""
     dm, dr = np.asarray(dm, float), np.asarray(dr, float)
@@ -208,19 +232,12 @@ def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: f
     t = time.perf_counter()
     fits = {}
     masked_sep = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask) for c, r in zip(cut, sep)]
-    masked_ml = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask) for c, r in zip(cut, results)]
-    # the model `run` fits: one Sérsic plus (by default) a flat sky, started at 0 (the
-    # simulations are sky-subtracted; a residual pedestal, e.g. a neighbour's wings, is fitted)
-    from galmoss_auto.fitting.model import sky_component
+    # the model `run` fits: one Sérsic plus (by default) a flat sky
     from galmoss_auto.pipelines.run import run_model
     model = run_model(None, sky)
-    sky_comp = sky_component(model)
 
     def start(cutouts):
-        init = _init(cutouts)
-        if sky_comp is not None:
-            init[f"{sky_comp.name}_sky"] = np.zeros(len(cutouts))
-        return init
+        return _start(cutouts, model)
 
     # every path as run fits it: with the residual search (fit_with_neighbours' search) unless off
     none = [[] for _ in cut]
@@ -232,12 +249,9 @@ def run_survey(masker, survey, band, n, seed, size, workdir: Path, blend_prob: f
                            mask=truth_mask(dirty["segmentation"][i])) for i, c in enumerate(cut)]
     fits["truth_masks"], _ = fit_with_neighbours(masked_truth, start(masked_truth), none, model, device="cpu",
                                                  errors="none", search=search, centred=True)
-    # the starts of the learned path are measured as run measures them: with the modelled
-    # neighbours' pixels hidden from the initializer (automask.base.initializer_view)
-    from galmoss_auto.automask.base import initializer_view
-    views = [initializer_view(c, r.neighbour_pixels) for c, r in zip(masked_ml, results)]
-    fits["maskrcnn"], nb_table = fit_with_neighbours(masked_ml, start(views), [r.neighbours for r in results],
-                                                     model, device="cpu", errors="none", search=search, centred=True)
+    masked_ml, init_ml, nbs = learned_path(cut, results, zp, model)
+    fits["maskrcnn"], nb_table = fit_with_neighbours(masked_ml, init_ml, nbs, model, device="cpu", errors="none",
+                                                     search=search, centred=True)
     out["n_residual_sources"] = int(np.sum(np.asarray(nb_table["origin"]) == "residual"))
     out["fit_s"] = round(time.perf_counter() - t, 1)
     for m, cat in fits.items():

@@ -35,10 +35,7 @@ SEEDS = {"sdss": 9201, "legacy": 9202, "hsc": 9203, "lsst": 9204}   # automask_e
 
 
 def run_survey(survey: str, n: int, seed: int, growths: list, workdir: Path) -> dict:
-    from galmoss_auto.automask.base import initializer_view
     from galmoss_auto.automask.predict import MaskRCNNMasker, cutouts_from_shard
-    from galmoss_auto.fitting import Cutout
-    from galmoss_auto.fitting.model import sky_component
     from galmoss_auto.fitting.neighbours import fit_with_neighbours
     from galmoss_auto.pipelines.run import run_model
 
@@ -47,17 +44,14 @@ def run_survey(survey: str, n: int, seed: int, growths: list, workdir: Path) -> 
     cut = cutouts_from_shard(dirty, zp)
     masker = MaskRCNNMasker(checkpoint=WEIGHTS / f"{CHECKPOINTS[survey]}.safetensors")
     results = masker.mask_batch(cut, "cpu")
-    masked = [Cutout(id=c.id, image=c.image, sigma=c.sigma, psf=c.psf, zeropoint=zp, mask=r.mask)
-              for c, r in zip(cut, results)]
     model = run_model(None, "flat")
-    init = ae._init([initializer_view(c, r.neighbour_pixels) for c, r in zip(masked, results)])
-    init[f"{sky_component(model).name}_sky"] = np.zeros(len(cut))
+    masked, init, nbs = ae.learned_path(cut, results, zp, model)
     out = {"survey": survey, "n": len(cut), "seed": seed, "n_neighbours": int(sum(len(r.neighbours) for r in results)),
            "settings": {}}
     for g in growths:
         t = time.perf_counter()
-        cat, nb = fit_with_neighbours(masked, init, [r.neighbours for r in results], model, device="cpu",
-                                      errors="none", search=True, centred=True, growth=g)
+        cat, nb = fit_with_neighbours(masked, init, nbs, model, device="cpu", errors="none", search=True,
+                                      centred=True, growth=g)
         d = ae._deltas(cat, truth)
         given = np.asarray(nb["origin"]) == "given"
         out["settings"][str(g)] = {

@@ -187,13 +187,13 @@ def _at_edge(params: dict, shape) -> bool:
 
 
 def _fit_groups(model, cutouts, cols, parsed, origins, limits, fit_kwargs, reference):
-    """One :func:`fit` per group of cutouts with the same neighbour kinds (module docstring).
+    """One :func:`fit` per group of cutouts with the same neighbour kinds and edge exemptions
+    (``parsed``: per cutout, (kind, params) with ``params["at_edge"]`` set; module docstring).
     Returns (main tables, neighbour rows as (cutout index, row dict), (joint model, cutout
     indices, joint table) per group)."""
     groups: dict = {}
     for i, (c, lst) in enumerate(zip(cutouts, parsed)):
-        key = (tuple(k for k, _ in lst), tuple(bool(p.get("at_edge", _at_edge(p, c.shape))) for _, p in lst),
-               c.psf is not None)
+        key = (tuple(k for k, _ in lst), tuple(bool(p["at_edge"]) for _, p in lst), c.psf is not None)
         groups.setdefault(key, []).append(i)
     mains, rows, joints = [], [], []
     for (kinds, at_edge, has_psf), idx in groups.items():
@@ -333,7 +333,8 @@ def _search_and_refit(model, cutouts, cols, parsed, origins, limits, fit_kwargs,
     # warm start: the target and the known neighbours from the first fit, the new source from
     # its residual (a cold start costs ~20 % more LM iterations for the same result)
     sub_parsed = [[(kind, {**p, **missed[i].neighbours[k]}) for k, (kind, p) in enumerate(parsed[i])]
-                  + [("galaxy", missed[i].params)] for i in idx]
+                  + [("galaxy", {**missed[i].params, "at_edge": _at_edge(missed[i].params, cutouts[i].shape)})]
+                  for i in idx]
     cols = {k: np.array(v, float, copy=True) for k, v in cols.items()}
     for i in idx:
         for k, v in missed[i].target.items():
