@@ -9,6 +9,7 @@ cutout is the *effective* PSF, i.e. that profile convolved with the pixel (GalSi
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def read_psf_file(path, pixel_scale: float | None = None, includes_pixel: bool =
         pixel_scale = float(header["PIXSCALE"])
     if not pixel_scale > 0:
         raise ValueError(f"{path}: PSF pixel scale must be > 0 arcsec/px, got {pixel_scale}")
-    return PsfImage(normalise_psf(data, str(path)), float(pixel_scale), includes_pixel, str(Path(path)))
+    psf, note = normalise_psf(data, str(path))
+    if note:  # a flat background under the PSF, subtracted: the simulations would carry it
+        warnings.warn(note, stacklevel=2)
+    return PsfImage(psf, float(pixel_scale), includes_pixel, str(Path(path)))
 
 
 def _model_psf(survey, band, rng: np.random.Generator) -> tuple[galsim.GSObject, dict]:

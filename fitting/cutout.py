@@ -43,6 +43,7 @@ import numpy as np
 
 from .fill import fill_pixels
 from .headers import bad_pixels, bands, header_gain, header_zeropoint
+from .psf_pedestal import remove_psf_pedestal
 from .psf_scale import match_psf_scale
 from .psfex import is_psfex, psfex_image
 from .records import IMAGE_RE
@@ -147,7 +148,9 @@ class Cutout:
         self.image = np.where(bad, 0.0, image)
         self.mask = mask
         if self.psf is not None:
-            self.psf = normalise_psf(self.psf, where)
+            self.psf, note = normalise_psf(self.psf, where)
+            if note:
+                self.meta["psf_note"] = "; ".join(n for n in (self.meta.get("psf_note"), note) if n)
             factor = float(self.psf_oversampling)
             if not (factor.is_integer() and factor >= 1):   # NaN and inf are not integers
                 raise CutoutError(f"{where}: psf_oversampling must be a positive integer (PSF pixels per "
@@ -182,8 +185,11 @@ def psf_fwhm_px(psf: np.ndarray | None, oversampling: int = 1) -> float | None:
     return float(width) / max(int(oversampling), 1)
 
 
-def normalise_psf(psf, where: str = "psf") -> np.ndarray:
-    """Return the PSF as float64 with unit sum (GALFIT's rule), or raise :class:`CutoutError`."""
+def normalise_psf(psf, where: str = "psf") -> tuple[np.ndarray, str | None]:
+    """(the PSF as float64 with unit sum, GALFIT's rule; a note when a pedestal was subtracted
+    from it first, else None), or raise :class:`CutoutError`.  A flat level under the whole
+    image (a star stack's background left in or over-subtracted) is not PSF light and would
+    bias the magnitude by its share of the sum: :mod:`.psf_pedestal` finds and removes it."""
     psf = np.asarray(psf, dtype=np.float64)
     if psf.ndim != 2:
         raise CutoutError(f"{where}: PSF must be 2-D, got shape {psf.shape}")
@@ -192,8 +198,12 @@ def normalise_psf(psf, where: str = "psf") -> np.ndarray:
     total = psf.sum()
     if not total > 0:
         raise CutoutError(f"{where}: PSF sums to {total:g}; it must have a positive sum")
-    return psf / total
-
+    psf, note = remove_psf_pedestal(psf, where)
+    total = psf.sum()
+    if not total > 0:
+        raise CutoutError(f"{where}: PSF sums to {total:g} once its flat border level is "
+                          "subtracted; it must have a positive sum")
+    return psf / total, note
 
 
 #: Header keywords of the magnitude zero-point, in the order they are tried.
@@ -535,7 +545,7 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
                           "(every value <= 0 or not finite)")
     psf_note = None
     if psf_data is not None:
-        psf_data = normalise_psf(psf_data, psf_where)
+        psf_data, pedestal_note = normalise_psf(psf_data, psf_where)
         if psfex:  # sampled every PSF_SAMP image pixels
             psf_data, psf_oversampling, psf_note = match_psf_scale(psf_data, psfex["samp"], 1.0,
                                                                    psf_oversampling, unit=" px")
@@ -545,6 +555,7 @@ def read_cutout(image, *, id: str | None = None, sigma=None, weight=None, varian
             psf_scale = psf_scale if psf_scale is not None else _wcs_scale(headers.get("psf", {}))
             psf_data, psf_oversampling, psf_note = match_psf_scale(psf_data, psf_scale, scale,
                                                                    psf_oversampling)
+        psf_note = "; ".join(n for n in (pedestal_note, psf_note) if n) or None
     user_mask = np.zeros(data.shape, bool) if mask_data is None else np.asarray(mask_data) != 0
     n_sat = 0
     if sat is not None:

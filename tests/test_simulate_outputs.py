@@ -187,7 +187,8 @@ def test_user_psf_files(shared_data):
     path = shared_data / "psf_sdss_empirical_abdurrouf" / "psf_emp_sdss_r.fits.gz"
     from galmoss_auto.data_scripts.psf import read_psf_file
 
-    psf = read_psf_file(path)  # PIXSCALE = 0.25 from the header, resampled to 0.396 "/px
+    with pytest.warns(UserWarning, match="flat at .* subtracted"):  # its 11 % pedestal
+        psf = read_psf_file(path)  # PIXSCALE = 0.25 from the header, resampled to 0.396 "/px
     assert psf.pixel_scale == 0.25
     cfg = sim.SimConfig(survey=load_survey("sdss"), band="r", size=48, contaminants=False, psf_images=(psf,))
     res = sim.simulate_one(cfg, 0, 1)
