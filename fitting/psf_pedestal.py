@@ -17,6 +17,9 @@ pedestal when
   (noise in a star-stacked PSF is not a pedestal);
 - spread over the whole image it holds at least :data:`PEDESTAL_MIN_FRACTION` of the PSF's sum
   (less changes a magnitude by under ~0.01);
+- it is below :data:`PEDESTAL_MAX_OF_PEAK` of the peak: a PSF with no core standing well above
+  its border (a constant or a top-hat filling the image) is what its author meant, not a core on
+  a pedestal;
 - the ring is flat: its corners, the pixels farthest from the centre, are as high as the
   middles of its edges within :data:`PEDESTAL_FLAT` of the level plus 3 standard errors.  Real
   wings fall with radius: a profile falling as r^-1 or faster is lower at the corners by 29 %
@@ -35,12 +38,14 @@ import math
 import numpy as np
 
 __all__ = ["psf_pedestal", "remove_psf_pedestal", "PEDESTAL_MIN_SNR", "PEDESTAL_MIN_FRACTION",
-           "PEDESTAL_FLAT"]
+           "PEDESTAL_MAX_OF_PEAK", "PEDESTAL_FLAT"]
 
 #: Least significance of the border level (in standard errors of its median).
 PEDESTAL_MIN_SNR = 5.0
 #: Least share of the PSF's sum that the level spread over the image must hold.
 PEDESTAL_MIN_FRACTION = 0.01
+#: Largest border level, as a fraction of the peak, that can be a pedestal under a core.
+PEDESTAL_MAX_OF_PEAK = 0.1
 #: Largest fall from the edges' middles to the corners, as a fraction of the level, that still
 #: counts as flat (a wing falling as r^-1 falls by 29 %).
 PEDESTAL_FLAT = 0.2
@@ -71,6 +76,8 @@ def psf_pedestal(psf) -> float:
     if level == 0.0 or abs(level) <= PEDESTAL_MIN_SNR * error:
         return 0.0
     if not abs(level) * p.size >= PEDESTAL_MIN_FRACTION * total:
+        return 0.0
+    if not abs(level) <= PEDESTAL_MAX_OF_PEAK * float(p.max()):
         return 0.0
     cy, cx = h // 2, w_ // 2
     lo_y, lo_x = cy - w // 2, cx - w // 2

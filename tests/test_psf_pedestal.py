@@ -32,6 +32,8 @@ def test_a_flat_level_is_found_and_wings_noise_and_small_levels_are_not():
     assert psf_pedestal(noisy) == 0.0
     assert psf_pedestal(noisy + 3e-3) == pytest.approx(3e-3, rel=0.1)
     assert psf_pedestal(psf[17:24, 17:24] + 1e-2) == 0.0            # 7 px: no border to judge
+    assert psf_pedestal(np.ones((31, 31))) == 0.0                    # a constant PSF is meant so
+    assert psf_pedestal(psf + 0.2) == 0.0                            # no core well above it
     cleaned, note = remove_psf_pedestal(psf - 2e-3, "p.fits")
     assert np.abs(cleaned - psf).max() < 1e-4
     assert note.startswith("p.fits: PSF's border is flat at -0.002 of its peak")
@@ -44,8 +46,9 @@ def test_normalise_psf_subtracts_the_pedestal_before_the_unit_sum():
     assert note is None and clean.sum() == pytest.approx(1.0)
     shifted, note = normalise_psf(psf - 2e-3, "p.fits")
     assert "subtracted" in note and np.abs(shifted - clean).max() < 2e-3 * clean.max()
-    dip = np.ones((41, 41))
-    dip[15:26, 15:26] = 0.5                      # nothing left once the flat level is off
+    dip = np.full((41, 41), 0.05)
+    dip[20, 20] = 1.0
+    dip[15:20, 15:20] = 0.0                      # nothing left once the flat level is off
     with pytest.raises(CutoutError, match="flat border level"):
         normalise_psf(dip, "dip.fits")
 
