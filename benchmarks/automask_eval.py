@@ -131,12 +131,14 @@ def _deltas(cat, truth) -> dict:
     bad = _catastrophic(dm, dr)
     flags = np.asarray(cat["flags"], np.int64)
     swapped, offset = (flags & int(Flag.CENTRE_SWAPPED)) != 0, (flags & int(Flag.CENTRE_OFFSET)) != 0
+    off = (flags & int(Flag.LIGHT_OFF_CUTOUT)) != 0
     return {"catastrophic": float(bad.mean()), "n_catastrophic": int(bad.sum()),
             "dmag_scatter": robust(dm), "dlogre_scatter": robust(dr), "dn_scatter": robust(dn),
             "dmag_median": float(np.nanmedian(dm)), "flags_nonzero_among_catastrophic":
             int(np.sum(bad & (flags != 0))), "catastrophic_flags0": float(np.mean(bad & (flags == 0))),
             "n_centre_swapped": int(swapped.sum()), "n_centre_swapped_catastrophic": int(np.sum(swapped & bad)),
             "n_centre_offset": int(offset.sum()), "n_centre_offset_catastrophic": int(np.sum(offset & bad)),
+            "n_light_off_cutout": int(off.sum()), "n_light_off_cutout_catastrophic": int(np.sum(off & bad)),
             "_dm": dm.tolist(), "_dr": dr.tolist()}
 
 
@@ -342,6 +344,14 @@ def _markdown(record: dict) -> str:
             if "n_centre_swapped" in f:
                 parts.append(f"{f['n_centre_swapped']} ({f['n_centre_swapped_catastrophic']}) / {f['n_centre_offset']} "
                              f"({f['n_centre_offset_catastrophic']}) / {f['catastrophic_flags0']:.3f}")
+        if parts:
+            lines.append(f"- {r['survey']}: " + "; ".join(parts))
+    lines += ["", "Light off the cutout (LIGHT_OFF_CUTOUT: under half of the target's fitted light on the "
+              "cutout): flagged (of them catastrophic), alone; truth masks; sep; ML:", ""]
+    for r in record["surveys"]:
+        parts = [f"{f['n_light_off_cutout']} ({f['n_light_off_cutout_catastrophic']})"
+                 for f in (r.get(f"fit_{m}") for m in ("alone", "truth_masks", "sep", "maskrcnn"))
+                 if f is not None and "n_light_off_cutout" in f]
         if parts:
             lines.append(f"- {r['survey']}: " + "; ".join(parts))
     if record.get("notes"):

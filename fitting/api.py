@@ -29,6 +29,7 @@ import torch
 from .adam import AdamSettings, adam
 from .catalog import build_catalog, merge_in_order
 from .conventions import wrap_pa_deg
+from .coverage import MIN_LIGHT_ON_CUTOUT, light_on_cutout
 from .flags import Flag
 from .lm import LMSettings, levenberg_marquardt
 from .model import Model, default_model
@@ -208,6 +209,10 @@ def _fit_batch(cutouts, cols, opts):
     values = {k: v.detach() for k, v in model.catalog_values(full).items()}
     finite = torch.stack([torch.isfinite(v) for v in values.values()], 1).all(1) & torch.isfinite(chi2)
     flags |= torch.where(finite, 0, int(Flag.FIT_FAILED))
+    # a target component whose light lies mostly beyond the cutout: its magnitude is an
+    # extrapolation, not a measurement (fitting/coverage.py)
+    off = (light_on_cutout(problem, full) < MIN_LIGHT_ON_CUTOUT).any(1) & finite
+    flags |= torch.where(off, int(Flag.LIGHT_OFF_CUTOUT), 0)
 
     err = None
     if opts["errors"] == "covariance":

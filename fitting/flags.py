@@ -72,6 +72,12 @@ class Flag(IntFlag):
     #: any it saw (a bright bulge in a disk filling a 100 x 200 px stamp); sep's own verdict
     #: on the central still applies (NO_CENTRAL_DETECTION below isophotal S/N 5).
     MASK_FALLBACK = 131072
+    #: Less than half of a target component's fitted light falls on the cutout
+    #: (:mod:`~galmoss_auto.fitting.coverage`): its magnitude and size extrapolate its profile
+    #: beyond the data.  Seen where a faint extended galaxy's n, r_e and sky are degenerate (a
+    #: disc of mag 17.5 fitted as n 7, r_e 4700 px, mag 12.0 with chi2_nu 1.00), and on a
+    #: galaxy too big for its cutout (cut a larger one).
+    LIGHT_OFF_CUTOUT = 262144
 
 
 #: Bits that describe the input or the stages around the fit, not the fit: a row with no other
