@@ -7,7 +7,7 @@ no PSF at all: the model's core then carries only the rest of the flux, and the 
 comes out brighter (positive pedestal) or fainter and swollen (negative) by that share.
 Measured: Abdurro'uf et al.'s (2021) stacked SDSS PSFs (../shared/data) flatten to a constant
 beyond ~10 arcsec that holds 9 % (g), 11 % (r), 20 % (i, z) and 27 % (u) of their sums;
-pysersic's HSC PSF of gal2 with 0.2 % of its peak subtracted (-22 % of its sum over 43²) fitted
+pysersic's HSC PSF of gal2 lowered by 0.2 % of its peak (then -28 % of its sum over 43²) fitted
 that galaxy 0.29 mag bright with r_e 2.5x too large, with flags 0.
 
 The rule, on the outermost ring of pixels (width ``max(2, min(H, W) // 16)``): its median is a
@@ -20,11 +20,11 @@ pedestal when
 - it is below :data:`PEDESTAL_MAX_OF_PEAK` of the peak: a PSF with no core standing well above
   its border (a constant or a top-hat filling the image) is what its author meant, not a core on
   a pedestal;
-- the ring is flat: its corners, the pixels farthest from the centre, are as high as the
-  middles of its edges within :data:`PEDESTAL_FLAT` of the level plus 3 standard errors.  Real
-  wings fall with radius: a profile falling as r^-1 or faster is lower at the corners by 29 %
-  or more (r^-3, a Moffat's or a star's aureole: by 65 %); a truncated analytic PSF is not
-  touched.
+- a positive level is flat: the ring's corners, the pixels farthest from the centre, are as
+  high as the middles of its edges within :data:`PEDESTAL_FLAT` of the level plus 3 standard
+  errors.  Real wings fall with radius: a profile falling as r^-1 or faster is lower at the
+  corners by 29 % or more (r^-3, a Moffat's or a star's aureole: by 65 %); a truncated
+  analytic PSF is not touched.  A negative level is never light, whatever its shape.
 
 The pedestal is subtracted from every pixel and the PSF renormalised; the reader says so in the
 catalog's ``message``.  A pedestal below these limits is left alone; wings that reach the
@@ -79,16 +79,15 @@ def psf_pedestal(psf) -> float:
         return 0.0
     if not abs(level) <= PEDESTAL_MAX_OF_PEAK * float(p.max()):
         return 0.0
-    cy, cx = h // 2, w_ // 2
-    lo_y, lo_x = cy - w // 2, cx - w // 2
+    if level < 0.0:
+        return level
+    lo_y, lo_x = h // 2 - w // 2, w_ // 2 - w // 2
     corners = np.concatenate([p[:w, :w].ravel(), p[:w, -w:].ravel(), p[-w:, :w].ravel(), p[-w:, -w:].ravel()])
     middles = np.concatenate([p[:w, lo_x:lo_x + w].ravel(), p[-w:, lo_x:lo_x + w].ravel(),
                               p[lo_y:lo_y + w, :w].ravel(), p[lo_y:lo_y + w, -w:].ravel()])
-    # the fall towards the corners, counted in the level's direction (a negative pedestal
-    # with wings on it rises towards the edges' middles just as a positive one does)
-    fall = math.copysign(1.0, level) * float(middles.mean() - corners.mean())
+    fall = float(middles.mean() - corners.mean())   # wings fall towards the corners
     fall_error = spread * math.sqrt(2.0 / corners.size)
-    if fall > PEDESTAL_FLAT * abs(level) + 3.0 * fall_error:
+    if fall > PEDESTAL_FLAT * level + 3.0 * fall_error:
         return 0.0
     return level
 
