@@ -395,7 +395,8 @@ def centre_tolerance(cutout) -> float:
 def _swap_flags(flags: int, others: bool) -> int:
     """A swapped row's flags: the bound flags follow the components (the old target's AT_BOUND
     becomes a neighbour's; a neighbour's bound may be the new target's, so it is kept as
-    AT_BOUND), plus CENTRE_SWAPPED."""
+    AT_BOUND), plus CENTRE_SWAPPED.  LIGHT_OFF_CUTOUT was judged on the old target and stays:
+    it errs on the side of caution, and a swapped row is not clean anyway."""
     target_bound, nb_bound = bool(flags & Flag.AT_BOUND), bool(flags & Flag.NEIGHBOUR_AT_BOUND)
     flags &= ~int(Flag.AT_BOUND | Flag.NEIGHBOUR_AT_BOUND)
     if nb_bound:
