@@ -73,7 +73,7 @@ def psf_pedestal(psf) -> float:
     spread = 1.4826 * float(np.median(np.abs(ring - level)))
     error = 1.2533 * spread / math.sqrt(ring.size)     # standard error of a median
     total = float(p.sum())
-    if level == 0.0 or abs(level) <= PEDESTAL_MIN_SNR * error:
+    if abs(level) <= PEDESTAL_MIN_SNR * error:       # a level of exactly 0 stops here too
         return 0.0
     if not abs(level) * p.size >= PEDESTAL_MIN_FRACTION * total:
         return 0.0

@@ -10,12 +10,7 @@ from galmoss_auto.fitting.conventions import to_internal
 from galmoss_auto.fitting.coverage import light_on_cutout
 from galmoss_auto.fitting.flags import INFORMATIONAL
 from galmoss_auto.fitting.problem import FitProblem
-
-
-def _moffat_psf(size=15, fwhm=3.0, beta=3.0):
-    alpha = fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
-    yy, xx = np.indices((size, size)) - size // 2
-    return (1.0 + (xx ** 2 + yy ** 2) / alpha ** 2) ** -beta
+from galmoss_auto.pipelines.config import moffat_psf
 
 
 def _full(model, values: dict, n: int) -> torch.Tensor:
@@ -29,7 +24,7 @@ def _full(model, values: dict, n: int) -> torch.Tensor:
 
 def test_the_fraction_on_the_cutout_follows_the_size_and_the_cutouts_own_pixels():
     rng = np.random.default_rng(0)
-    cutouts = [Cutout(str(i), rng.normal(0.0, 1.0, (s, s)), psf=_moffat_psf(), zeropoint=25.0)
+    cutouts = [Cutout(str(i), rng.normal(0.0, 1.0, (s, s)), psf=moffat_psf(3.0, 3.0, 15), zeropoint=25.0)
                for i, s in enumerate((48, 48, 48, 24))]
     model = Model([Sersic("sersic")])
     problem = FitProblem(model, cutouts)
@@ -52,7 +47,7 @@ def test_a_fit_with_its_light_off_the_cutout_is_flagged_and_a_neighbour_is_not_j
     rng = np.random.default_rng(1)
     yy, xx = np.indices((48, 48)) - 23.5
     image = 40.0 * np.exp(-np.hypot(xx, yy) / 2.5) + rng.normal(0.0, 1.0, (48, 48))
-    cut = Cutout("g", image, sigma=np.ones((48, 48)), psf=_moffat_psf(), zeropoint=25.0)
+    cut = Cutout("g", image, sigma=np.ones((48, 48)), psf=moffat_psf(3.0, 3.0, 15), zeropoint=25.0)
     init = dict(sersic_x=[24.5], sersic_y=[24.5], sersic_mag=[18.0], sersic_r_e=[4.0], sersic_n=[1.0],
                 sersic_q=[0.9], sersic_pa=[0.0])
     row = fit([cut], init, errors="none")[0]
