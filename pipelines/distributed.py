@@ -89,11 +89,19 @@ def resolve_accelerator(name: str) -> str:
     return name
 
 
+#: One of these is set under each launcher that :func:`external_launch` recognises (Lightning's
+#: detection: torchrun's TORCHELASTIC_RUN_ID, srun's SLURM_NTASKS, LSF's LSB_JOBID with three
+#: more); without any of them no launcher can be detected.
+LAUNCH_VARIABLES = ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "LSB_JOBID")
+
+
 def external_launch() -> Launch | None:
     """The rank this process was given by torchrun, SLURM or LSF (world size > 1), else None.
 
     Uses Lightning's cluster environments, which ``train`` also relies on, so both commands
     agree on who is rank 0."""
+    if not any(v in os.environ for v in LAUNCH_VARIABLES):
+        return None     # no launcher: spare every plain `run` the seconds Lightning takes to import
     from lightning.fabric.plugins.environments import (LSFEnvironment, SLURMEnvironment,
                                                        TorchElasticEnvironment)
     for cls, name in ((TorchElasticEnvironment, "torchrun"), (SLURMEnvironment, "slurm"),

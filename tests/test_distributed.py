@@ -20,13 +20,18 @@ from galmoss_auto.pipelines.config import RunConfig  # noqa: E402
 
 _LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE",
                 "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS",
-                "SLURM_PROCID", "SLURM_JOB_NAME", "SLURM_NODELIST", "SLURM_LOCALID", "NODE_RANK")
+                "SLURM_PROCID", "SLURM_JOB_NAME", "SLURM_NODELIST", "SLURM_LOCALID", "SLURM_NODEID",
+                "SLURM_JOB_ID", "SLURM_NTASKS_PER_NODE", "LSB_JOBID", "NODE_RANK")
 
 
 @pytest.fixture
 def clean_env(monkeypatch):
     for k in _LAUNCH_VARS:
         monkeypatch.delenv(k, raising=False)
+    # Lightning reads the process's rank from these variables once, when first imported, and
+    # keeps it (rank_zero_only): import it here, in the clean environment, not under the ranks
+    # the tests set (a later training test would then log nothing, as if it were rank 5)
+    import lightning  # noqa: F401
     return monkeypatch
 
 
@@ -86,6 +91,30 @@ def test_external_launch_from_torchrun_variables(clean_env):
         distributed.run_distributed(cfg, devices=2, num_nodes=1, accelerator="cpu")
     clean_env.setenv("WORLD_SIZE", "1")
     assert distributed.external_launch() is None       # a world of one is not distributed
+
+
+def test_external_launch_from_slurm_variables(clean_env):
+    """srun's variables pass the cheap check before Lightning's own detection."""
+    # Lightning's SLURM environment writes MASTER_ADDR / MASTER_PORT into os.environ when asked
+    # for them: on a copy, so that nothing leaks into later tests (a DDP test would dial node01)
+    clean_env.setattr(os, "environ", os.environ.copy())
+    for k, v in {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "2",
+                 "SLURM_NODELIST": "node[01-04]", "SLURM_JOB_ID": "4321", "SLURM_JOB_NAME": "galmoss"}.items():
+        clean_env.setenv(k, v)
+    launch = distributed.external_launch()
+    assert (launch.rank, launch.world_size, launch.local_rank, launch.node_rank, launch.launcher) == \
+        (5, 8, 1, 2, "slurm")
+
+
+def test_plain_run_does_not_import_lightning():
+    """Without a launcher's variables, deciding that nothing is distributed costs no Lightning
+    import (seconds on every `galmoss-auto run`)."""
+    env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCH_VARIABLES}
+    code = ("import sys; from galmoss_auto.pipelines import distributed as d; "
+            "print(d.external_launch(), 'lightning' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["None", "False"]
 
 
 def test_rank_settings_and_bad_sizes(clean_env, tmp_path):
