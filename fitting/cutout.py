@@ -22,9 +22,9 @@ What the fit depends on is found in this order (``cutout.meta["sources"]`` says 
    ``ATODGAIN``/``CCDGAIN`` for an image in counts); how headers are read:
    :mod:`galmoss_auto.fitting.headers`;
 3. the command's defaults (options, feedme, survey preset);
-4. nothing: the source is ``"none"`` (no PSF: no convolution; no sigma: estimated by
-   :func:`galmoss_auto.fitting.noise.complete_noise`; no zero-point: 0, and
-   :func:`read_record` flags NO_ZEROPOINT).
+4. nothing: the source is ``"none"`` (no PSF: no convolution, and :func:`read_record` flags
+   NO_PSF; no sigma: estimated by :func:`galmoss_auto.fitting.noise.complete_noise`; no
+   zero-point: 0, and :func:`read_record` flags NO_ZEROPOINT).
 
 :func:`read_record` is the one reader of ``galmoss-auto fit`` and ``galmoss-auto run``: on top
 of :func:`read_cutout` it refuses cutouts too small to fit (BAD_INPUT | TOO_FEW_PIXELS) and
@@ -602,7 +602,7 @@ def read_record(rec: dict, region: tuple | None = None) -> Cutout:
     with its message; a cutout smaller than :data:`MIN_SIDE` px on a side or with fewer than
     :data:`MIN_GOOD_PIXELS` usable pixels raises CutoutError with BAD_INPUT | TOO_FEW_PIXELS;
     an empty cutout (every usable pixel equal) raises; no zero-point anywhere sets
-    NO_ZEROPOINT (magnitudes then use 0).
+    NO_ZEROPOINT (magnitudes then use 0), no PSF anywhere NO_PSF (the model is not convolved).
     """
     from .flags import Flag
     if rec.get("error"):
@@ -623,6 +623,8 @@ def read_record(rec: dict, region: tuple | None = None) -> Cutout:
                           f"{good.flat[0]:g})")
     if cut.meta["sources"]["zeropoint"] == "none":
         cut.flags = int(cut.flags) | int(Flag.NO_ZEROPOINT)
+    if cut.meta["sources"]["psf"] == "none":
+        cut.flags = int(cut.flags) | int(Flag.NO_PSF)
     if cut.meta.get("n_saturated"):
         cut.flags = int(cut.flags) | int(Flag.AUTO_MASKED_PIXELS)
     return cut

@@ -78,6 +78,12 @@ class Flag(IntFlag):
     #: disc of mag 17.5 fitted as n 7, r_e 4700 px, mag 12.0 with chi2_nu 1.00), and on a
     #: galaxy too big for its cutout (cut a larger one).
     LIGHT_OFF_CUTOUT = 262144
+    #: No PSF anywhere (row, file, extension, companion file, option, survey): the model was
+    #: not convolved, so r_e and n describe the galaxy *as seen*, seeing included, not the
+    #: galaxy (a 1-px galaxy under a 3.5-px PSF is fitted at about the PSF's size).  Not
+    #: informational: give ``--psf`` or ``--survey`` (its median PSF); where the PSF is truly
+    #: negligible (a resolved galaxy many PSF widths across) the flag says so was assumed.
+    NO_PSF = 524288
 
 
 #: Bits that describe the input or the stages around the fit, not the fit: a row with no other

@@ -78,7 +78,8 @@ def _add_run_parser(subparsers) -> None:
                     "estimated where absent, learned or sep masks and initial guesses, batched "
                     "fit, sharded resumable output in a locked --out.  Catalog columns "
                     "psf_source, sigma_source, zeropoint_source say where each input came from; a "
-                    "cutout without any zero-point is fitted with 0 and flagged NO_ZEROPOINT.")
+                    "cutout without any zero-point is fitted with 0 and flagged NO_ZEROPOINT, one "
+                    "without any PSF (file, --psf or --survey) unconvolved and flagged NO_PSF.")
     p.add_argument("input", help="manifest (.csv/.ecsv/.fits with id,image[,sigma|weight|variance,psf,"
                                  "mask,zeropoint,pixel_scale,gain,saturation,psf_oversampling,"
                                  "psf_x,psf_y]; psf_x, psf_y: where a PSFEx .psf model is "

@@ -158,6 +158,9 @@ class Preparer:
         if cutout.flags & Flag.NO_ZEROPOINT:
             g.messages.append("no zero-point in the row, header, options or survey: magnitudes "
                               "use zero-point 0")
+        if cutout.flags & Flag.NO_PSF:
+            g.messages.append("no PSF in the row, file, companions, options or survey: the model is "
+                              "not convolved, so r_e and n include the seeing (give --psf or --survey)")
         t0 = time.perf_counter()
         detection = None
         if is_batched(self.masker):

@@ -54,6 +54,7 @@ def test_extensions_and_header_come_first(tmp_path):
     assert not g1["flags"] & Flag.SIGMA_ESTIMATED and g1["n_saturated"] == 1
     assert (g2["psf_source"], g2["sigma_source"], g2["zeropoint_source"]) == ("none", "estimated", "option")
     assert g2["flags"] & Flag.SIGMA_ESTIMATED
+    assert g2["flags"] & Flag.NO_PSF and not g1["flags"] & Flag.NO_PSF
     # mag relative to each zero-point: the same galaxy, 2 mag apart
     assert abs((g1["sersic_mag"] - 27.0) - (g2["sersic_mag"] - 25.0)) < 0.2
 
@@ -84,6 +85,24 @@ def test_no_zeropoint_flag_in_run_error_in_fit(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "g.fits"), "--out", str(tmp_path / "fit")]) == 2
     err = capsys.readouterr().err
     assert "no zero-point" in err and "g.fits" in err and "--zeropoint" in err
+
+
+def test_no_psf_flagged_in_run_and_fit(tmp_path):
+    """A stamp with no PSF anywhere is fitted unconvolved: NO_PSF (not informational) and a
+    message in run; fit flags it too.  A PSF from an option or a survey preset clears it."""
+    from galmoss_auto.fitting.flags import is_clean_fit
+    from galmoss_auto.pipelines.cli import main
+    fits.PrimaryHDU(_galaxy()).writeto(tmp_path / "g.fits")
+    fits.PrimaryHDU(_psf()).writeto(tmp_path / "psf.fits")
+    row = _run(tmp_path / "g.fits", tmp_path / "none", zeropoint=25.0)["g"]
+    assert row["flags"] & Flag.NO_PSF and row["psf_source"] == "none"
+    assert "no PSF" in row["message"] and not is_clean_fit(row["flags"])
+    for name, opts in (("option", {"psf": str(tmp_path / "psf.fits")}), ("survey", {"survey": "sdss", "band": "r"})):
+        row = _run(tmp_path / "g.fits", tmp_path / name, zeropoint=25.0, **opts)["g"]
+        assert row["psf_source"] == name and not row["flags"] & Flag.NO_PSF, name
+    assert main(["fit", str(tmp_path / "g.fits"), "--zeropoint", "25", "--errors", "none",
+                 "--out", str(tmp_path / "fit")]) == 0
+    assert Table.read(tmp_path / "fit" / "catalog.fits")[0]["flags"] & Flag.NO_PSF
 
 
 def test_fit_estimates_sigma_like_run(tmp_path):

@@ -24,6 +24,7 @@ from scipy.special import gamma, gammaincinv
 
 from galmoss_auto.fitting import fit, read_cutout
 from galmoss_auto.fitting.cli_fit import main
+from galmoss_auto.fitting.flags import Flag
 from galmoss_auto.fitting.modelspec import model_from_dict
 from galmoss_auto.initnet.bulge_disk import complete_starts
 
@@ -87,7 +88,8 @@ def test_vcc1512_from_automatic_starts_reproduces_pyimfit(shared_data, tmp_path)
     assert main(["--manifest", str(tmp_path / "m.ecsv"), "--model", str(tmp_path / "bd.yaml"),
                  "--out", str(out)]) == 0
     row = Table.read(out / "catalog.ecsv")[0]
-    assert row["flags"] == 0
+    # fitted without a PSF, as PyImfit's example is: flagged for it, and nothing else
+    assert row["flags"] == Flag.NO_PSF
     _agree(row, VCC1512, VCC1512_MAGS, 0.03)
     bulge, disk = 10 ** (-0.4 * row["bulge_mag"]), 10 ** (-0.4 * row["disk_mag"])
     assert bulge / (bulge + disk) == pytest.approx(VCC1512_BT, abs=0.005)
