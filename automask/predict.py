@@ -451,8 +451,9 @@ def central_footprint(inst: Instances, central: int, data: np.ndarray, fwhm: flo
 def _smoothed(data: np.ndarray, smooth: float = 1.0) -> np.ndarray:
     """``data`` convolved with a Gaussian of ``smooth`` px (zero padding), float32.
 
-    A separable sum of shifted copies: on one small image per call (the post-processing runs
-    cutout by cutout) this is ~20x faster than a torch convolution's per-call overhead."""
+    A separable sum of shifted copies.  The post-processing calls it on one small image at a
+    time, right after the network ran, where a torch convolution's per-call overhead dominated:
+    the post-processing took 4.3-6.7 ms per 128 px cutout with it and 3.2-3.3 ms with this."""
     half = max(1, int(math.ceil(3 * smooth)))
     k = np.exp(-0.5 * (np.arange(-half, half + 1, dtype=np.float32) / np.float32(smooth)) ** 2)
     k = k / k.sum()

@@ -179,27 +179,26 @@ def initnet_rates(data: Path, survey: str, device, n: int, batches, archs=INIT_A
     return out
 
 
-class _StepTimer:
-    """A Lightning callback: the wall time of each training step's end."""
+def _step_timer():
+    """A Lightning callback that records (wall time, samples) at the end of each training step."""
+    import lightning as L
 
-    def __init__(self):
-        import lightning as L
+    class StepTimer(L.Callback):
+        def __init__(self):
+            self.times = []
 
-        class _CB(L.Callback):
-            def __init__(cb):
-                cb.times = []
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            _sync(trainer.strategy.root_device)
+            self.times.append((time.perf_counter(), _batch_len(batch)))
 
-            def on_train_batch_end(cb, trainer, module, outputs, batch, batch_idx):
-                _sync(trainer.strategy.root_device)
-                cb.times.append((time.perf_counter(), _batch_len(batch)))
-        self.callback = _CB()
+        def samples_per_s(self, warmup: int) -> float:
+            """Samples per second over the steps after the first ``warmup`` (NaN if none)."""
+            t = self.times
+            if len(t) <= warmup + 1:
+                return float("nan")
+            return sum(n for _, n in t[warmup + 1:]) / (t[-1][0] - t[warmup][0])
 
-    def samples_per_s(self, warmup: int) -> float:
-        """Samples per second over the steps after the first ``warmup`` (NaN if none)."""
-        t = self.callback.times
-        if len(t) <= warmup + 1:
-            return float("nan")
-        return sum(n for _, n in t[warmup + 1:]) / (t[-1][0] - t[warmup][0])
+    return StepTimer()
 
 
 def _batch_len(batch) -> int:
@@ -212,11 +211,11 @@ def _batch_len(batch) -> int:
 def _fit(module, datamodule, device, steps: int, warmup: int) -> float:
     import lightning as L
 
-    timer = _StepTimer()
+    timer = _step_timer()
     trainer = L.Trainer(max_steps=steps, accelerator="gpu" if device.type == "cuda" else "cpu", devices=1,
                         precision="bf16-mixed" if device.type == "cuda" else "32-true", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer.callback],
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer],
                         max_epochs=-1)
     trainer.fit(module, datamodule=datamodule)
     return timer.samples_per_s(warmup)

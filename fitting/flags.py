@@ -80,9 +80,9 @@ class Flag(IntFlag):
     LIGHT_OFF_CUTOUT = 262144
     #: No PSF anywhere (row, file, extension, companion file, option, survey): the model was
     #: not convolved, so r_e and n describe the galaxy *as seen*, seeing included, not the
-    #: galaxy (a 1-px galaxy under a 3.5-px PSF is fitted at about the PSF's size).  Not
-    #: informational: give ``--psf`` or ``--survey`` (its median PSF); where the PSF is truly
-    #: negligible (a resolved galaxy many PSF widths across) the flag says so was assumed.
+    #: galaxy (one much smaller than the PSF is fitted at about the PSF's size).  Not
+    #: informational: give ``--psf`` or ``--survey`` (its median PSF).  Where the PSF is truly
+    #: negligible (a galaxy many PSF widths across), the flag records that this was assumed.
     NO_PSF = 524288
 
 

@@ -98,8 +98,9 @@ def test_external_launch_from_slurm_variables(clean_env):
     # Lightning's SLURM environment writes MASTER_ADDR / MASTER_PORT into os.environ when asked
     # for them: on a copy, so that nothing leaks into later tests (a DDP test would dial node01)
     clean_env.setattr(os, "environ", os.environ.copy())
-    for k, v in {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "2",
-                 "SLURM_NODELIST": "node[01-04]", "SLURM_JOB_ID": "4321", "SLURM_JOB_NAME": "galmoss"}.items():
+    for k, v in {"SLURM_NTASKS": "8", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "5",
+                 "SLURM_LOCALID": "1", "SLURM_NODEID": "2", "SLURM_NODELIST": "node[01-04]",
+                 "SLURM_JOB_ID": "4321", "SLURM_JOB_NAME": "galmoss"}.items():
         clean_env.setenv(k, v)
     launch = distributed.external_launch()
     assert (launch.rank, launch.world_size, launch.local_rank, launch.node_rank, launch.launcher) == \
