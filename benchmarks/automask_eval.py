@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from astropy.table import Table
 
+from benchmarks.machine import write_results
 from galmoss_auto.fitting.flags import Flag
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -399,12 +400,8 @@ def main(argv=None) -> int:
                        a.residual_search)
         record["surveys"].append(r)
         print(json.dumps({k: v for k, v in r.items() if not isinstance(v, dict)}), flush=True)
-    results = Path(a.results)
-    results.mkdir(parents=True, exist_ok=True)
-    slim = json.loads(json.dumps(record, default=float))
-    (results / f"{a.tag}.json").write_text(json.dumps(slim, indent=1) + "\n")
-    (results / f"{a.tag}.md").write_text(_markdown(record))
-    print(f"wrote {results / (a.tag + '.json')} and .md")
+    path = write_results(a.results, a.tag, record, _markdown(record))
+    print(f"wrote {path} and .md")
     return 0
 
 

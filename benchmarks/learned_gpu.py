@@ -55,7 +55,7 @@ import torch
 # run by its path on the device: the repository root goes last on sys.path, so that the installed
 # galmoss_auto comes before the tree's own galmoss_auto/ folder (which holds no subpackage)
 sys.path.append(str(Path(__file__).resolve().parents[1]))
-from benchmarks.machine import cpu_model  # noqa: E402
+from benchmarks.machine import cpu_model, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: simulation folders written by --make
@@ -313,11 +313,8 @@ def main(argv=None) -> int:
         record["training"] = training_rates(data, device, a.train_steps, a.warmup, a.mask_train_batch,
                                             a.init_train_batch, a.train_mask_arch, a.train_init_arch)
         print(json.dumps(record["training"]), flush=True)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{a.tag}.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / f"{a.tag}.md").write_text(_markdown(record))
-    print(f"wrote {out / (a.tag + '.json')} and .md")
+    path = write_results(a.out, a.tag, record, _markdown(record))
+    print(f"wrote {path} and .md")
     return 0
 
 

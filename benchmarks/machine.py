@@ -1,12 +1,15 @@
-"""What machine a benchmark ran on: CPU model and cores, GPU, torch, date (for results/)."""
+"""What machine a benchmark ran on: CPU model and cores, GPU, torch, date; and the writer of
+its results (``benchmarks/results/<tag>.json`` and ``.md``)."""
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import re
 import socket
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -49,3 +52,20 @@ def slug(info: dict) -> str:
     dev = info["gpu"] or info["device"]
     clean = lambda s: re.sub(r"[^A-Za-z0-9]+", "-", str(s)).strip("-")[:40]
     return f"{day}-{clean(info['host'])}-{clean(dev)}"
+
+
+def write_results(folder, tag: str, record: dict, markdown: str) -> Path:
+    """Write ``record`` to ``folder/<tag>.json`` and ``markdown`` to ``folder/<tag>.md``;
+    returns the .json path.  Values JSON cannot hold are written as what they stand for: numpy
+    scalars and arrays as numbers and lists, anything else (paths, dates) as text."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def plain(value):
+        if hasattr(value, "tolist"):        # numpy scalars and arrays, torch tensors
+            return value.tolist()
+        return str(value)
+    path = folder / f"{tag}.json"
+    path.write_text(json.dumps(record, indent=1, default=plain) + "\n")
+    (folder / f"{tag}.md").write_text(markdown)
+    return path

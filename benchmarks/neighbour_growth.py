@@ -18,7 +18,6 @@ Writes ``<results>/<tag>.json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks import automask_eval as ae
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_info, write_results
 
 CHECKPOINTS = {"sdss": "automask-sdss-u-g-r-i-z-slim-v4", "hsc": "automask-hsc-g-r-i-z-y-slim-v4",
                "legacy": "automask-legacy-g-r-z-slim-v4", "lsst": "automask-lsst-u-g-r-i-z-y-slim-v4"}
@@ -104,10 +103,8 @@ def main(argv=None) -> int:
         # fits with neighbours differ in their last bits between thread counts
         torch.set_num_threads(before)
     results = Path(a.results)
-    results.mkdir(parents=True, exist_ok=True)
-    (results / f"{a.tag}.json").write_text(json.dumps(record, indent=1, default=float) + "\n")
-    (results / f"{a.tag}.md").write_text(_markdown(record))
-    print(f"wrote {results / (a.tag + '.json')} and .md")
+    path = write_results(results, a.tag, record, _markdown(record))
+    print(f"wrote {path} and .md")
     return 0
 
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import machine_info
+from benchmarks.machine import machine_info, write_results
 
 ZP = 25.0
 LEVELS = (0.0, 0.02, 0.05, -0.05, -0.2)        # per cent of the peak
@@ -135,10 +134,7 @@ def main(argv=None) -> int:
             rows.update(run_case(name, true_psf, files, a.n, a.seed, Path(a.workdir) / name))
     record = {"tag": a.tag, "machine": machine_info("cpu"), "n": a.n, "seed": a.seed, "rows": rows,
               "notes": a.note}
-    out = Path(a.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{a.tag}.json").write_text(json.dumps(record, indent=1))
-    (out / f"{a.tag}.md").write_text(report(record))
+    write_results(a.results, a.tag, record, report(record))
     print(report(record))
     return 0
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
 import time
 from pathlib import Path
@@ -193,7 +192,7 @@ def main(argv=None) -> int:
                     help="also run gama_kids with each of these gains (e-/image unit) in its manifest: "
                          "how much the sigma map's photon noise matters (the stamps' own maps: ~1.8e13)")
     a = ap.parse_args(argv)
-    from benchmarks.machine import machine_info
+    from benchmarks.machine import machine_info, write_results
     shared = Path(a.shared).resolve()   # the manifests' paths are relative to their own folder
     results = {}
     specs = sets(shared)
@@ -210,10 +209,7 @@ def main(argv=None) -> int:
     info = machine_info()
     machine = (f"{info.get('cpu', 'CPU')} ({info.get('cpu_cores')} cores, {info.get('torch_threads')} "
                f"torch threads), no GPU used, torch {info.get('torch', '?')}")
-    out = Path(a.results)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"{a.tag}.json").write_text(json.dumps({"machine": info, "results": results}, indent=1, default=str))
-    (out / f"{a.tag}.md").write_text(report(results, machine))
+    write_results(a.results, a.tag, {"machine": info, "results": results}, report(results, machine))
     return 0
 
 

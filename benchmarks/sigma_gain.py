@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default="benchmarks/results")
     ap.add_argument("--tag", required=True)
     a = ap.parse_args(argv)
-    from benchmarks.machine import machine_info
+    from benchmarks.machine import machine_info, write_results
     from galmoss_auto.data_scripts.simulate import simulate
 
     work = Path(a.work)
@@ -139,11 +138,8 @@ def main(argv=None) -> int:
                "torch threads), no GPU")
     setup = {"survey": a.survey, "band": a.band, "n": a.n, "size": a.size, "seed": a.seed,
              "mag_range": list(a.mag_range), "substructure": a.substructure}
-    out = Path(a.results)
-    out.mkdir(parents=True, exist_ok=True)
     record = {"machine": info, "setup": setup, "results": results}
-    (out / f"{a.tag}.json").write_text(json.dumps(record, indent=1))
-    (out / f"{a.tag}.md").write_text(report(results, setup, machine))
+    write_results(a.results, a.tag, record, report(results, setup, machine))
     return 0
 
 
