@@ -27,8 +27,7 @@ class AdamSettings:
 def adam(problem, free: torch.Tensor, b: torch.Tensor, settings: AdamSettings = AdamSettings()):
     """Minimise χ² from ``free`` (B, F).  Returns (free, chi2, n_iter, converged)."""
     B, F = free.shape
-    idx = torch.arange(B, device=free.device)
-    sub = problem.subset(idx)
+    sub = problem.subset()
     theta = free.clone().to(torch.float32).requires_grad_(True)
     opt = torch.optim.Adam([theta], lr=settings.lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=settings.decay)

@@ -308,7 +308,7 @@ def model_images(cutouts, catalog, model: Model | None = None, device=None,
         problem = FitProblem(model, [c], device=device, config=render_config)
         row = {k: v[cutout_index:cutout_index + 1] for k, v in cols.items()}
         full = model.initial_full(row, [c]).to(device)
-        sub = problem.subset(torch.arange(1, device=device))
+        sub = problem.subset()
         with torch.no_grad():
             total = problem.model_image(full, sub)[0].cpu().numpy().astype(np.float64)
             images = {"data": c.image, "model": total, "residual": c.image - total, "mask": c.mask}

@@ -41,7 +41,7 @@ def light_on_cutout(problem, full: torch.Tensor) -> torch.Tensor:
     heights = torch.tensor([c.shape[0] for c in problem.cutouts], device=problem.device)[:, None, None]
     widths = torch.tensor([c.shape[1] for c in problem.cutouts], device=problem.device)[:, None, None]
     own = (rows < heights) & (cols < widths)          # a smaller cutout's padding is not its own
-    sub = problem.subset(torch.arange(B, device=problem.device))
+    sub = problem.subset()
     natural = model.natural(full)
     zeropoint = problem.zeropoint.to(torch.float64)
     out = []

@@ -281,7 +281,7 @@ def _missed_sources(model, cutouts, joints, fit_kwargs, threshold, min_dchi2) ->
             sub = [cutouts[idx[j]] for j in js]
             problem = FitProblem(joint, sub, device=device, config=fit_kwargs.get("render_config") or RenderConfig())
             full = joint.initial_full({k: v[js] for k, v in values.items()}, sub).to(device)
-            tensors = problem.subset(torch.arange(len(sub), device=device))
+            tensors = problem.subset()
             with torch.no_grad():
                 model_img = problem.model_image(full, tensors)
             fwhm = torch.tensor([psf_fwhm_px(c.psf, c.psf_oversampling) or NO_PSF_FWHM for c in sub])

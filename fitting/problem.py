@@ -85,8 +85,12 @@ class FitProblem:
             out[idx] = psf_transfer(self.canvas, stack, over, incl)
         return out
 
-    def subset(self, idx: torch.Tensor) -> dict:
-        """Per-galaxy tensors of the galaxies ``idx`` (the solvers' working set)."""
+    def subset(self, idx: torch.Tensor | None = None) -> dict:
+        """Per-galaxy tensors of the galaxies ``idx`` (the solvers' working set); ``idx`` None:
+        of every galaxy, the problem's own tensors, not copied (read them, don't write)."""
+        if idx is None:
+            return dict(data=self.data, weight=self.weight, zeropoint=self.zeropoint, kernel=self.kernel,
+                        centres=self.centres, lower=self.lower, upper=self.upper)
         return dict(data=self.data[idx], weight=self.weight[idx], zeropoint=self.zeropoint[idx],
                     kernel=None if self.kernel is None else self.kernel[idx],
                     centres=(self.centres[0][idx], self.centres[1][idx]),

@@ -27,8 +27,7 @@ __all__ = ["normal_matrix", "covariance", "catalog_jacobian", "propagate"]
 
 def normal_matrix(problem, free: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """JᵀWJ (B, F, F), float64, at ``free``."""
-    idx = torch.arange(free.shape[0], device=free.device)
-    _, J = problem.jacobian(free, b, problem.subset(idx))
+    _, J = problem.jacobian(free, b, problem.subset())
     J = J.to(torch.float64)
     return J.transpose(1, 2) @ J
 
